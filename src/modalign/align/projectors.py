@@ -1,0 +1,120 @@
+"""Projector heads that map a frozen encoder's features into the shared space, behind a registry.
+
+    create_projector(in_dim=1280, config=ProjectorConfig(type="mlp", out_dim=512))
+
+A projector's `config` (a ProjectorConfig) plus its state_dict is all a saved model needs to rebuild it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from modalign.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectorConfig:
+    type: str = "mlp"  # a registered projector: "linear", "mlp", "identity"
+    out_dim: int = 512  # width of the shared embedding space
+    hidden_dim: int = 1024  # MLP: width of the hidden layers
+    depth: int = 2  # MLP: number of Linear layers (>= 2)
+    dropout: float = 0.1  # MLP: dropout after each hidden activation
+    residual: bool = True  # MLP: add a linear shortcut from input to output
+    input_norm: bool = True  # MLP: LayerNorm on the frozen features first (they differ in scale per encoder)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown projector option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProjectorFactory = Callable[[int, ProjectorConfig], nn.Module]
+_PROJECTORS: dict[str, ProjectorFactory] = {}
+
+
+def register_projector(name: str) -> Callable[[ProjectorFactory], ProjectorFactory]:
+    def wrap(factory: ProjectorFactory) -> ProjectorFactory:
+        if name in _PROJECTORS:
+            logger.warning("projector %r registered twice; the later registration wins", name)
+        _PROJECTORS[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_projectors() -> list[str]:
+    return sorted(_PROJECTORS)
+
+
+def create_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
+    factory = _PROJECTORS.get(config.type)
+    if factory is None:
+        raise ConfigError(f"unknown projector type {config.type!r}; known: {', '.join(list_projectors())}")
+    if in_dim <= 0 or config.out_dim <= 0:
+        raise ConfigError(f"projector dims must be positive (in_dim={in_dim}, out_dim={config.out_dim})")
+    return factory(in_dim, config)
+
+
+class LinearProjector(nn.Module):
+    """y = W x + b. Also the form the closed-form baselines (ridge, Procrustes) are saved in."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
+        return self.linear(x)
+
+
+class MLPProjector(nn.Module):
+    """LayerNorm -> [Linear -> GELU -> Dropout] x (depth-1) -> Linear, plus an optional linear shortcut."""
+
+    def __init__(self, in_dim: int, cfg: ProjectorConfig):
+        super().__init__()
+        if cfg.depth < 2:
+            raise ConfigError(f"an MLP projector needs depth >= 2 (got {cfg.depth}); use type='linear' for one layer")
+        self.norm = nn.LayerNorm(in_dim) if cfg.input_norm else nn.Identity()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(cfg.depth - 1):
+            layers += [nn.Linear(width, cfg.hidden_dim), nn.GELU(), nn.Dropout(cfg.dropout)]
+            width = cfg.hidden_dim
+        layers.append(nn.Linear(width, cfg.out_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.shortcut = nn.Linear(in_dim, cfg.out_dim, bias=False) if cfg.residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
+        x = self.norm(x)
+        y = self.mlp(x)
+        return y + self.shortcut(x) if self.shortcut is not None else y
+
+
+@register_projector("linear")
+def _linear(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    return LinearProjector(in_dim, cfg.out_dim)
+
+
+@register_projector("mlp")
+def _mlp(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    return MLPProjector(in_dim, cfg)
+
+
+@register_projector("identity")
+def _identity(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    if in_dim != cfg.out_dim:
+        raise ConfigError(f"an identity projector needs in_dim == out_dim (got {in_dim} and {cfg.out_dim})")
+    return nn.Identity()

@@ -1,0 +1,119 @@
+"""`modalign eval retrieval|zeroshot`: score a saved model (and its baselines) on raw data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from modalign.cli.common import add_common, open_store, print_table, write_json
+from modalign.errors import ConfigError
+
+RETRIEVAL_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5",
+                     "image_retrieval_recall@10", "text_retrieval_recall@1", "text_retrieval_recall@5",
+                     "text_retrieval_recall@10"]
+ZEROSHOT_COLUMNS = ["method", "acc1", "acc5", "mean_per_class_recall"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a saved model: retrieval or zero-shot classification")
+    evsub = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
+
+    r = evsub.add_parser("retrieval", help="image<->text recall@1/5/10 on image-caption pairs",
+                         description="Encode the pairs with the model's encoders (cached), project, and report "
+                                     "recall@k in both directions (an image with several captions counts once). "
+                                     "Baselines saved in the run folder are scored beside the model.")
+    r.add_argument("model", type=Path, help="run folder or saved model folder")
+    r.add_argument("--pairs", required=True, help="pairs file / data set, as for `modalign train`")
+    r.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                   help="score only this split of the run's split.json (use test for held-out numbers)")
+    _common_eval(r)
+
+    z = evsub.add_parser("zeroshot", help="zero-shot classification of labelled images by class-name prompts",
+                         description="Classify each image by the nearest class prompt embedding (templates "
+                                     "averaged per class). Reports acc1, acc5 and mean_per_class_recall.")
+    z.add_argument("model", type=Path, help="run folder or saved model folder")
+    z.add_argument("--images", required=True,
+                   help="class-per-folder image tree, or a built-in name (tuxpaint-categories, fashion-mnist)")
+    z.add_argument("--templates", default="default",
+                   help="template set name (default, clipart, fashion, single, name, imagenet-short) or a "
+                        "JSON file with a list of templates containing {c}")
+    z.add_argument("--limit", type=int, help="evaluate at most this many images (class-balanced)")
+    _common_eval(z)
+    p.set_defaults(run=run)
+
+
+def _common_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", type=Path, help="write the metrics here (flat JSON, CLIP_benchmark names)")
+    p.add_argument("--no-baselines", action="store_true", help="only the model, not the baselines beside it")
+    p.add_argument("--batch-size", type=int, default=32)
+    add_common(p)
+
+
+def _models(args: argparse.Namespace) -> dict:
+    from modalign.evaluate.runner import share_encoders
+    from modalign.model import AlignedModel
+
+    models = {"model": AlignedModel.from_pretrained(args.model, device=args.device)}
+    base_dir = args.model / "baselines"
+    if not args.no_baselines and base_dir.is_dir():
+        for d in sorted(base_dir.iterdir()):
+            if (d / "config.json").is_file():
+                models[d.name] = AlignedModel.from_pretrained(d, device=args.device)
+    share_encoders(list(models.values()))
+    return models
+
+
+def _split_groups(args: argparse.Namespace, dataset) -> np.ndarray | None:
+    if args.split == "all":
+        return None
+    split_file = args.model / "split.json"
+    if not split_file.is_file():
+        raise ConfigError(f"--split {args.split} needs {split_file} (written by `modalign train`)")
+    names = set(json.loads(split_file.read_text())[args.split])
+    groups = np.array([i for i, n in enumerate(dataset.group_names) if n in names], dtype=np.int64)
+    if len(groups) == 0:
+        raise ConfigError(f"none of the {args.split} items of {split_file} are in this data set: is it the "
+                         "same pairs file the model was trained on?")
+    return groups
+
+
+def run(args: argparse.Namespace) -> int:
+    from modalign.data.registry import load_dataset
+    from modalign.evaluate.runner import evaluate_retrieval, evaluate_zeroshot
+
+    store = open_store(args)
+    models = _models(args)
+    results = {}
+    if args.eval_task == "retrieval":
+        dataset = load_dataset(args.pairs)
+        groups = _split_groups(args, dataset)
+        for name, model in models.items():
+            results[name] = evaluate_retrieval(model, dataset, store, groups, batch_size=args.batch_size,
+                                               progress=not args.quiet)
+        columns, title = RETRIEVAL_COLUMNS, f"retrieval on {args.pairs} ({args.split})"
+    else:
+        dataset = load_dataset(args.images)
+        if args.limit:
+            dataset = dataset.subset(per_class=max(1, args.limit // len(dataset.classnames)))
+        templates = _templates(args.templates)
+        for name, model in models.items():
+            results[name] = evaluate_zeroshot(model, dataset, store, templates, batch_size=args.batch_size,
+                                              progress=not args.quiet)
+        columns, title = ZEROSHOT_COLUMNS, f"zero-shot on {args.images} ({len(dataset.classnames)} classes)"
+    print_table([{"method": n, **m} for n, m in results.items()], columns, title=title)
+    flat = dict(results["model"])
+    for name, metrics in results.items():
+        if name != "model":
+            flat.update({f"{name}/{k}": v for k, v in metrics.items()})
+    write_json(args.json, flat)
+    return 0
+
+
+def _templates(value: str):
+    path = Path(value)
+    if path.suffix == ".json" and path.is_file():
+        return json.loads(path.read_text())
+    return value

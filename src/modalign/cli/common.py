@@ -1,0 +1,85 @@
+"""Shared CLI pieces: logging set-up, the store location, terminal tables, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HOME = Path(os.environ.get("MODALIGN_HOME", Path.home() / ".cache" / "modalign"))
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("MODALIGN_STORE", DEFAULT_HOME / "store"))
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    try:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+        fmt = "%(message)s"
+    except ImportError:
+        handler, fmt = logging.StreamHandler(), "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", handlers=[handler], force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "transformers", "datasets", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def add_common(p: argparse.ArgumentParser, store: bool = True, device: bool = True) -> None:
+    if store:
+        p.add_argument("--store", type=Path, default=None,
+                       help=f"embedding store folder (default: $MODALIGN_STORE or {default_store()})")
+    if device:
+        p.add_argument("--device", default="cpu", help="torch device for encoders and training (cpu, cuda, mps)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def open_store(args: argparse.Namespace):
+    from modalign.store import EmbeddingStore
+
+    return EmbeddingStore(args.store or default_store())
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str = "",
+                floats: str = "{:.3f}") -> None:
+    """A terminal table (rich when available, plain text otherwise)."""
+    def fmt(v: Any) -> str:
+        return floats.format(v) if isinstance(v, float) else str(v)
+
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title or None)
+        for c in columns:
+            table.add_column(c, justify="left" if c == columns[0] else "right")
+        for r in rows:
+            table.add_row(*(fmt(r.get(c, "")) for c in columns))
+        Console().print(table)
+    except ImportError:
+        if title:
+            print(title)
+        widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        for r in rows:
+            print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def write_json(path: Path | None, obj: Any) -> None:
+    if path is None:
+        return
+    from modalign.utils.io import atomic_write_json
+
+    atomic_write_json(path, obj)
+    logging.getLogger("modalign").info("wrote %s", path)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

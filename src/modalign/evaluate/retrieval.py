@@ -1,0 +1,61 @@
+"""Image <-> text retrieval recall@k when an image may have several captions (and vice versa).
+
+Definitions (as in CLIP_benchmark, which names them from the side being retrieved):
+  image_retrieval_recall@k  text -> image: for each caption, is one of its images among the k images
+                            most similar to it?
+  text_retrieval_recall@k   image -> text: for each image, is ANY of its captions among the k captions
+                            most similar to it? (an image with 5 captions counts once, not 5 times)
+Positives are items sharing a group id. The rank of a query is the number of candidates scoring strictly
+higher than its best positive; hit@k <=> rank < k. Computed in query blocks: memory O(block * n_candidates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float32))
+
+
+def best_positive_ranks(
+    queries: torch.Tensor, candidates: torch.Tensor, q_groups: torch.Tensor, c_groups: torch.Tensor,
+    block: int = 1024,
+) -> torch.Tensor:
+    """(n_q,) rank of the best-scoring positive candidate for each query; -1 where a query has no positive."""
+    ranks = torch.empty(len(queries), dtype=torch.long)
+    for start in range(0, len(queries), block):
+        q = queries[start : start + block]
+        scores = q @ candidates.t()  # (b, n_c)
+        positive = q_groups[start : start + block, None] == c_groups[None, :]  # (b, n_c)
+        best_pos = scores.masked_fill(~positive, float("-inf")).max(dim=1).values  # (b,)
+        rank = (scores > best_pos[:, None]).sum(dim=1)
+        rank[~positive.any(dim=1)] = -1
+        ranks[start : start + block] = rank
+    return ranks
+
+
+def retrieval_metrics(
+    image_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | torch.Tensor,
+    image_groups: np.ndarray, text_groups: np.ndarray, ks: tuple[int, ...] = (1, 5, 10),
+) -> dict[str, float]:
+    """Flat dict: image_retrieval_recall@k, text_retrieval_recall@k for each k, plus their mean at k=1."""
+    img = F.normalize(_as_tensor(image_emb), dim=-1)  # (n_i, d)
+    txt = F.normalize(_as_tensor(text_emb), dim=-1)  # (n_t, d)
+    ig = torch.as_tensor(np.asarray(image_groups), dtype=torch.long)
+    tg = torch.as_tensor(np.asarray(text_groups), dtype=torch.long)
+    t2i = best_positive_ranks(txt, img, tg, ig)
+    i2t = best_positive_ranks(img, txt, ig, tg)
+    t2i, i2t = t2i[t2i >= 0], i2t[i2t >= 0]
+    if len(t2i) == 0 or len(i2t) == 0:
+        raise ValueError("no query has a positive among the candidates: do the image and text groups match?")
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"image_retrieval_recall@{k}"] = (t2i < k).float().mean().item()
+        out[f"text_retrieval_recall@{k}"] = (i2t < k).float().mean().item()
+    out["mean_recall@1"] = 0.5 * ((t2i < 1).float().mean().item() + (i2t < 1).float().mean().item())
+    out["n_images"] = float(len(i2t))
+    out["n_texts"] = float(len(t2i))
+    return out

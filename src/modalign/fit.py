@@ -1,0 +1,159 @@
+"""End-to-end fitting: a data set and encoder specs in, a run folder out.
+
+    run = fit(load_pairs("pairs.csv"), FitConfig(encoders={"image": "effnet-lite0", "text": "minilm-l6"}),
+              out_dir="runs/mine", store=EmbeddingStore(".modalign/store"))
+
+The run folder is itself a loadable model (config.json + model.safetensors), plus:
+  fit_config.json    the resolved configuration (repeat the run with it)
+  split.json         which groups went to train / val / test
+  metrics.jsonl      one line per epoch (loss, lr, temperature, validation retrieval)
+  curves.png         loss and validation recall per epoch
+  results.json       test-split retrieval of the model and of each baseline, flat, CLIP_benchmark names
+  baselines/NAME/    each baseline as a loadable model (ridge, procrustes)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.align.features import FeatureSet
+from modalign.align.methods import fit_method
+from modalign.align.trainer import TrainConfig, evaluate_features
+from modalign.data.column import AlignedDataset
+from modalign.encoders.base import FINAL_LAYER
+from modalign.errors import ConfigError
+from modalign.model import AlignedModel, TowerConfig
+from modalign.pipeline import encode_dataset, feature_set
+from modalign.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
+
+
+@dataclass
+class FitConfig:
+    encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS))  # modality -> spec
+    layers: dict[str, str] = field(default_factory=dict)  # modality -> layer (default: "final")
+    method: str = "mlp"  # a registered alignment method (modalign.align.methods)
+    baselines: list[str] = field(default_factory=lambda: ["ridge", "procrustes"])  # fitted beside it
+    split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    split_seed: int = 0  # the split depends only on this and the number of groups
+    store_dtype: str = "float32"  # "float16" halves the store on disk
+    encode_batch_size: int = 32
+    device: str = "cpu"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        d = dict(d)
+        tr = TrainConfig.from_dict(d.pop("train", {}))
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown fit option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(train=tr, **d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    out_dir: Path
+    model: AlignedModel
+    baselines: dict[str, AlignedModel]
+    results: dict[str, dict[str, float]]  # method -> test metrics
+    split: dict[str, np.ndarray]  # split name -> group indices
+    history: list[dict[str, float]]
+    seconds: dict[str, float]  # encode / train / baselines
+
+
+def _check_split(split: dict[str, float]) -> None:
+    if "train" not in split:
+        raise ConfigError(f"the split needs a 'train' part; got {split}")
+    if any(v < 0 for v in split.values()) or sum(split.values()) <= 0:
+        raise ConfigError(f"split fractions must be >= 0 and sum to > 0; got {split}")
+
+
+def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: Any,
+        progress: bool = True, plots: bool = True) -> FitResult:
+    from modalign.encoders.registry import create_encoder
+
+    _check_split(config.split)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "fit_config.json", {"dataset": dataset.name, **config.to_dict()})
+    missing = [m for m in config.encoders if m not in dataset.columns]
+    if missing:
+        raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
+
+    t0 = time.perf_counter()
+    encoders = {m: create_encoder(spec, device=config.device) for m, spec in config.encoders.items()}
+    layers = {m: config.layers.get(m, FINAL_LAYER) for m in encoders}
+    stored = encode_dataset(dataset, encoders, store, layers, dtype=config.store_dtype,
+                            batch_size=config.encode_batch_size, progress=progress)
+    t_encode = time.perf_counter() - t0
+
+    split = dataset.split(config.split, seed=config.split_seed)
+    atomic_write_json(out_dir / "split.json", {k: [dataset.group_names[g] for g in v] for k, v in split.items()})
+    parts = {k: feature_set(dataset, stored, v) for k, v in split.items() if len(v)}
+    train_fs, val_fs = parts["train"], parts.get("val")
+    test_fs = parts.get("test") or val_fs
+    towers = {m: TowerConfig(m, enc.spec, layers[m], enc.layer_info(layers[m]).dim, enc.fingerprint())
+              for m, enc in encoders.items()}
+    _log_sizes(parts)
+
+    metrics_path = out_dir / "metrics.jsonl"
+    metrics_path.write_text("")
+
+    def on_epoch(record: dict[str, float]) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    t1 = time.perf_counter()
+    cfg = config.train
+    if cfg.device == "cpu" and config.device != "cpu":
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "device": config.device})
+    model, info = fit_method(config.method, towers, train_fs, val_fs, cfg, on_epoch=on_epoch, progress=progress)
+    t_train = time.perf_counter() - t1
+    history = info["result"].history if "result" in info else []
+
+    t2 = time.perf_counter()
+    baselines = {}
+    for name in config.baselines:
+        baselines[name], _ = fit_method(name, towers, train_fs, val_fs, cfg)
+    t_base = time.perf_counter() - t2
+
+    results = {config.method: _test_metrics(model, test_fs)}
+    results.update({name: _test_metrics(b, test_fs) for name, b in baselines.items()})
+    data_meta = {"dataset": dataset.name, "n_groups": {k: int(len(v)) for k, v in split.items()}}
+    model.metadata.update({**data_meta, "test_metrics": results[config.method], "split_seed": config.split_seed})
+    model.save_pretrained(out_dir)
+    for name, b in baselines.items():
+        b.metadata.update({**data_meta, "test_metrics": results[name]})
+        b.save_pretrained(out_dir / "baselines" / name)
+    atomic_write_json(out_dir / "results.json", {"split": "test" if "test" in parts else "val", "methods": results})
+    if plots and history:
+        from modalign.report.plots import plot_training_curves
+
+        plot_training_curves(history, out_dir / "curves.png")
+    seconds = {"encode": t_encode, "train": t_train, "baselines": t_base}
+    logger.info("fit done in %.1fs (encode %.1fs, train %.1fs, baselines %.1fs) -> %s",
+                sum(seconds.values()), t_encode, t_train, t_base, out_dir)
+    return FitResult(out_dir, model, baselines, results, split, history, seconds)
+
+
+def _test_metrics(model: AlignedModel, data: FeatureSet | None) -> dict[str, float]:
+    return evaluate_features(model, data) if data is not None else {}
+
+
+def _log_sizes(parts: dict[str, FeatureSet]) -> None:
+    for name, fs in parts.items():
+        logger.info("%s: %s", name, ", ".join(f"{len(x)} {m} items" for m, x in fs.features.items()))

@@ -1,0 +1,75 @@
+"""From a data set to features: encode columns through the store, then select rows for a split.
+
+    stored = encode_dataset(dataset, {"image": img_enc, "text": txt_enc}, store)
+    train = feature_set(dataset, stored, groups=split["train"])       # -> align.FeatureSet
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from modalign.align.features import FeatureSet
+from modalign.data.column import AlignedDataset, Column
+from modalign.encoders.base import FINAL_LAYER, Encoder
+
+logger = logging.getLogger(__name__)
+
+
+def encode_column(store: Any, column: Column, encoder: Encoder, layer: str = FINAL_LAYER, *,
+                  dtype: str = "float32", batch_size: int = 32, progress: bool = True) -> Any:
+    """One column at one layer -> StoredEmbeddings (reused from the store when already there)."""
+    if encoder.modality != column.modality:
+        raise ValueError(
+            f"encoder {encoder.spec!r} is a {encoder.modality} encoder but the column holds {column.modality} items"
+        )
+    return store.encode(column, encoder, [layer], dtype=dtype, batch_size=batch_size, progress=progress)[layer]
+
+
+def encode_dataset(dataset: AlignedDataset, encoders: Mapping[str, Encoder], store: Any,
+                   layers: Mapping[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """modality -> StoredEmbeddings for every modality that has an encoder."""
+    layers = layers or {}
+    out = {}
+    for modality, encoder in encoders.items():
+        out[modality] = encode_column(store, dataset.column(modality), encoder,
+                                      layers.get(modality, FINAL_LAYER), **kwargs)
+    return out
+
+
+def valid_rows(stored: Any, rows: np.ndarray) -> np.ndarray:
+    """The subset of `rows` whose items were encoded (skipped items dropped)."""
+    return rows[np.asarray(stored.valid)[rows]]
+
+
+def select_rows(dataset: AlignedDataset, entry: Any, modality: str, groups: np.ndarray | None = None) -> np.ndarray:
+    """Rows of `modality` whose group is in `groups` (all when None) and whose item was encoded."""
+    col = dataset.column(modality)
+    rows = np.arange(len(col)) if groups is None else dataset.rows_of_groups(modality, groups)
+    return valid_rows(entry, rows)
+
+
+def feature_set(dataset: AlignedDataset, stored: Mapping[str, Any], groups: np.ndarray | None = None) -> FeatureSet:
+    """Features of the items whose group is in `groups` (all when None), skipped items left out."""
+    feats, grps = {}, {}
+    for modality, entry in stored.items():
+        col = dataset.column(modality)
+        rows = select_rows(dataset, entry, modality, groups)
+        feats[modality] = torch.from_numpy(np.ascontiguousarray(entry.vectors(rows), dtype=np.float32))
+        grps[modality] = torch.from_numpy(col.groups[rows].copy())
+    return FeatureSet(feats, grps)
+
+
+def column_for(dataset: Any, modality: str) -> Column:
+    """The column of `modality` in an aligned or labelled data set, with a clear error when absent."""
+    from modalign.data.column import LabelledDataset
+
+    if isinstance(dataset, LabelledDataset):
+        if dataset.column.modality != modality:
+            raise ValueError(f"data set {dataset.name!r} holds {dataset.column.modality} items, not {modality}")
+        return dataset.column
+    return dataset.column(modality)
