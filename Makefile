@@ -4,8 +4,9 @@
 # Set-up is idempotent: Debian data packages (when apt is there), a virtualenv, torch, the package.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch; users with GPUs set TORCH_SPEC to their own build (or "" to keep the installed one).
-TORCH_SPEC ?= torch==2.13.0
+# timm needs torchvision, and the torchvision on PyPI imports only beside its matching torch; these two
+# releases lie on the build machines' disk. Users set TORCH_SPEC to their own build ("" keeps the installed one).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEBIAN_PACKAGES = tuxpaint-stamps-default dataset-fashion-mnist
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.modalign-setup
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	@bash scripts/install_system_packages.sh $(DEBIAN_PACKAGES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q $(TORCH_SPEC); fi
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $(STAMP)
 

@@ -27,6 +27,7 @@ def encode_column(store: Any, column: Column, encoder: Encoder, layer: str = FIN
         raise ValueError(
             f"encoder {encoder.spec!r} is a {encoder.modality} encoder but the column holds {column.modality} items"
         )
+    (layer,) = encoder.resolve_layers(layer)  # "-1" -> "final": the store keys entries by resolved name
     return store.encode(column, encoder, [layer], dtype=dtype, batch_size=batch_size, progress=progress)[layer]
 
 

@@ -20,9 +20,11 @@ def default_store() -> Path:
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     try:
+        from rich.console import Console
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+        # logs go to stderr so that stdout carries only results (tables, JSON)
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
         fmt = "%(message)s"
     except ImportError:
         handler, fmt = logging.StreamHandler(), "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,27 +49,35 @@ def open_store(args: argparse.Namespace):
     return EmbeddingStore(args.store or default_store())
 
 
+def short_name(metric: str) -> str:
+    """Column headers that fit a terminal: image_retrieval_recall@5 -> t2i R@5 (text->image)."""
+    return (metric.replace("image_retrieval_recall@", "t2i R@").replace("text_retrieval_recall@", "i2t R@")
+            .replace("mean_per_class_recall", "mean class recall"))
+
+
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str = "",
                 floats: str = "{:.3f}") -> None:
     """A terminal table (rich when available, plain text otherwise)."""
     def fmt(v: Any) -> str:
         return floats.format(v) if isinstance(v, float) else str(v)
 
+    headers = [short_name(c) for c in columns]
+
     try:
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title=title or None)
-        for c in columns:
-            table.add_column(c, justify="left" if c == columns[0] else "right")
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
         for r in rows:
             table.add_row(*(fmt(r.get(c, "")) for c in columns))
         Console().print(table)
     except ImportError:
         if title:
             print(title)
-        widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        widths = [max(len(h), *(len(fmt(r.get(c, ""))) for r in rows)) for c, h in zip(columns, headers, strict=True)]
+        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
         for r in rows:
             print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
 

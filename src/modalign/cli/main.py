@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(-1 if getattr(args, "quiet", False) else 1 if getattr(args, "verbose", False) else 0)
+    # our own progress bars are enough: silence the per-file bars of the hub / transformers loaders
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.run(args) or 0)
     except ModalignError as e:

@@ -1,3 +1,10 @@
 """Imports every built-in backend module; each registers itself. Heavy libraries load lazily inside them."""
 
-from modalign.encoders import efficientnet_lite  # noqa: F401
+from modalign.encoders import (  # noqa: F401
+    efficientnet_lite,
+    hf,
+    onnx_backend,
+    packaged_text,
+    sentence_transformers,
+    timm_backend,
+)

@@ -43,7 +43,7 @@ def retrieval_grid(out: Path, tux, run, model, store, n_queries: int = 6, k: int
     rng = np.random.default_rng(0)
     picks = rng.choice(txt_rows, size=min(n_queries, len(txt_rows)), replace=False)
     txt = model.project("text", stored["text"].vectors(picks))  # (q, d)
-    scores = (txt @ img.t()).numpy()  # (q, n_img)
+    scores = (txt @ img.t()).detach().numpy()  # (q, n_img)
     img_col, txt_col = tux.column("image"), tux.column("text")
     queries, results = [], []
     for qi, row in enumerate(picks):

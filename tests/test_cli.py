@@ -1,0 +1,94 @@
+"""The command line end to end on a few real Tux Paint images, as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modalign.cli.main import main
+from modalign.model import AlignedModel
+
+
+@pytest.fixture()
+def messy_pairs(pairs_dir: Path) -> Path:
+    """pairs.csv plus the bad rows real data has: a corrupt image, a missing file, an empty caption."""
+    (pairs_dir / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with open(pairs_dir / "pairs.csv", "a") as f:
+        f.write('images/broken.png,"a picture that cannot be decoded"\n')
+        f.write('images/gone.png,"an image that is not there"\n')
+        f.write('images/' + sorted((pairs_dir / "images").glob("*.png"))[0].name + ',""\n')
+    return pairs_dir / "pairs.csv"
+
+
+@pytest.fixture()
+def image_tree(tmp_path: Path, tux_images: list[Path]) -> Path:
+    """A class-per-folder tree from the stamps' own folders (birds, mammals, fruit ...)."""
+    root = tmp_path / "tree"
+    for png in tux_images:
+        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, root / png.parent.name / png.name)
+    return root
+
+
+def test_train_then_eval_end_to_end(tmp_path, messy_pairs, image_tree, capsys):
+    store, out = tmp_path / "store", tmp_path / "run"
+    common = ["--store", str(store), "-q"]
+    rc = main(["train", "--pairs", str(messy_pairs), "--image-encoder", "effnet-lite0", "--text-encoder",
+               "minilm-l6", "--out", str(out), "--epochs", "3", "--batch-size", "8", "--out-dim", "32",
+               "--hidden-dim", "64", *common])
+    assert rc == 0
+    for name in ("config.json", "model.safetensors", "fit_config.json", "split.json", "metrics.jsonl",
+                 "curves.png", "results.json", "baselines/ridge/config.json", "baselines/procrustes/model.safetensors"):
+        assert (out / name).is_file(), name
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 3 and "val_image_retrieval_recall@1" in epochs[0]
+    printed = capsys.readouterr().out
+    assert "ridge" in printed and "procrustes" in printed and "held-out retrieval" in printed
+
+    model = AlignedModel.from_pretrained(out)
+    assert model.embed_dim == 32 and model.towers["image"].encoder == "effnet-lite0"
+
+    rjson = tmp_path / "retrieval.json"
+    assert main(["eval", "retrieval", str(out), "--pairs", str(messy_pairs), "--json", str(rjson), *common]) == 0
+    r = json.loads(rjson.read_text())
+    # 12 stamps; the captions of the corrupt and the missing image have no image left to retrieve
+    assert r["n_images"] == 12 and r["n_texts"] == 12
+    assert r["n_skipped"] == 2  # corrupt + missing image (the empty caption was dropped at load time)
+    assert 0 <= r["image_retrieval_recall@1"] <= r["image_retrieval_recall@5"] <= r["image_retrieval_recall@10"] <= 1
+    assert "ridge/text_retrieval_recall@1" in r and "procrustes/image_retrieval_recall@5" in r
+
+    zjson = tmp_path / "zeroshot.json"
+    assert main(["eval", "zeroshot", str(out), "--images", str(image_tree), "--json", str(zjson), *common]) == 0
+    z = json.loads(zjson.read_text())
+    assert z["n_classes"] == 6 and z["n_images"] == 12
+    assert 0 <= z["acc1"] <= z["acc5"] <= 1 and "mean_per_class_recall" in z
+
+    # the store was reused: a second eval encodes nothing new
+    before = sorted(p.name for p in store.rglob("*.npy"))
+    assert main(["eval", "retrieval", str(out), "--pairs", str(messy_pairs), *common]) == 0
+    assert sorted(p.name for p in store.rglob("*.npy")) == before
+
+
+def test_clear_errors_for_wrong_input(tmp_path, pairs_dir, capsys):
+    rc = main(["train", "--pairs", str(pairs_dir / "pairs.csv"), "--image-encoder", "no-such-encoder",
+               "--out", str(tmp_path / "x"), "--store", str(tmp_path / "s"), "-q"])
+    assert rc == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("picture,text\na.png,hello\n")
+    rc = main(["train", "--pairs", str(bad), "--out", str(tmp_path / "y"), "--store", str(tmp_path / "s"), "-q"])
+    assert rc == 1
+
+
+def test_console_script_help_and_encoders_listing():
+    exe = Path(sys.executable).with_name("modalign")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("quickstart", "encoders", "encode", "train", "eval"):
+        assert cmd in out
+    listing = subprocess.run([str(exe), "encoders", "--json"], capture_output=True, text=True, check=True).stdout
+    names = {e["name"] for e in json.loads(listing)}
+    assert {"effnet-lite0", "effnet-lite2", "minilm-l6", "st:", "hf:", "timm:", "onnx:"} <= names
