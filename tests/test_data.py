@@ -239,18 +239,21 @@ def tux(tux_root) -> AlignedDataset:
 
 
 def test_tuxpaint_stamps(tux, tux_root):
-    # 538 PNG stamps with a caption file outside symbols/ in tuxpaint-stamps-default (2024 Debian package)
-    assert tux.n_groups > 500
+    # 538 PNG + 163 SVG-only stamps with a caption file outside symbols/ in tuxpaint-stamps-default
+    assert tux.n_groups > 650
     image, text = tux.column("image"), tux.column("text")
     assert len(image) == len(text) == tux.n_groups and tux.modalities == ["image", "text"]
     assert all(t.strip() == t and t for t in text.items)
-    assert all(p.suffix == ".png" and p.with_suffix(".txt").is_file() for p in image.items)
+    assert all(p.suffix in (".png", ".svg") and p.with_suffix(".txt").is_file() for p in image.items)
+    assert sum(p.suffix == ".svg" for p in image.items) > 100  # SVG-only stamps are rendered, not dropped
     assert not any(i.startswith("symbols/") for i in image.ids)
     k = image.ids.index("animals/birds/crow.png")
     assert text.items[k] == caption_of(tux_root / "animals/birds/crow.png")
     assert tux.classnames[tux.group_labels[k]] == "animals"
     assert "natural forces" in tux.classnames and len(tux.classnames) >= 14
-    assert skipped_of(tux)["svg only"] > 100
+    assert "svg only" not in skipped_of(tux)  # resvg-py is installed (dev extra): SVG stamps are kept
+    without_svg = load_tuxpaint(tux_root, include_svg=False)
+    assert skipped_of(without_svg)["svg only"] > 100 and without_svg.n_groups < tux.n_groups - 100
 
 
 def test_tuxpaint_symbols_sounds_and_categories(tux, tux_root):
@@ -260,7 +263,7 @@ def test_tuxpaint_symbols_sounds_and_categories(tux, tux_root):
     assert 50 < len(audio) < full.n_groups
     for item, g in zip(audio.items, audio.groups, strict=True):
         assert item.suffix == ".ogg" and item.is_file()
-        assert item.with_suffix(".png") == full.column("image").items[g]
+        assert item.with_suffix("") == full.column("image").items[g].with_suffix("")
     cats = load_tuxpaint_categories(tux_root)
     assert isinstance(cats, LabelledDataset) and cats.classnames == tux.classnames
     assert cats.labels.tolist() == tux.group_labels.tolist()
@@ -370,3 +373,16 @@ def test_registry_names_and_paths(pairs_dir, tux_images, tmp_path, caplog, monke
     assert load_dataset("tiny-test-pairs").name == "again"
     with pytest.raises(ConfigError, match="kind"):
         register_dataset("x", load_pairs, kind="images")  # type: ignore[arg-type]
+
+
+def test_svg_stamp_renders_and_broken_svg_is_an_invalid_item(tmp_path, tux_root):
+    from modalign.data.images import load_image
+    from modalign.errors import InvalidItem
+
+    svg = next(p for p in sorted(tux_root.rglob("*.svg")) if not p.with_suffix(".png").exists())
+    img = load_image(svg)
+    assert img.mode == "RGB" and max(img.size) >= 448
+    broken = tmp_path / "broken.svg"
+    broken.write_text("<svg xmlns='http://www.w3.org/2000/svg'><rect width='10'")
+    with pytest.raises(InvalidItem, match="undecodable SVG"):
+        load_image(broken)

@@ -39,7 +39,7 @@ def _set_linear(model, modality: str, weight: torch.Tensor, bias: torch.Tensor) 
 
 
 def _linear_towers(towers: dict, out_dim: int) -> dict:
-    cfg = ProjectorConfig(type="linear", out_dim=out_dim)
+    cfg = ProjectorConfig(type="linear", out_dim=out_dim, standardize=False)  # centring is in the bias
     return {m: replace(t, projector=cfg) for m, t in towers.items()}
 
 

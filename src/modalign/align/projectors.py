@@ -29,6 +29,8 @@ class ProjectorConfig:
     dropout: float = 0.1  # MLP: dropout after each hidden activation
     residual: bool = True  # MLP: add a linear shortcut from input to output
     input_norm: bool = True  # MLP: LayerNorm on the frozen features first (they differ in scale per encoder)
+    input_dropout: float = 0.0  # dropout on the frozen features themselves: a cheap augmentation on small data
+    standardize: bool = True  # subtract the training-set feature mean and divide by its std (stored as buffers)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
@@ -69,15 +71,45 @@ def create_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
     return factory(in_dim, config)
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std with the training set's per-feature statistics, saved with the model.
+
+    Frozen features are anisotropic (e.g. post-ReLU image features share a large mean direction), which
+    makes every cosine similarity alike; centring them first speeds up and stabilises contrastive training.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:  # x: (N, dim) training features
+        self.mean.copy_(x.mean(dim=0))
+        self.std.copy_(x.std(dim=0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def fit_input_statistics(projector: nn.Module, features: torch.Tensor) -> None:
+    """Sets a projector's Standardize statistics (if it has one) from its training features."""
+    for module in projector.modules():
+        if isinstance(module, Standardize):
+            module.fit(features)
+
+
 class LinearProjector(nn.Module):
     """y = W x + b. Also the form the closed-form baselines (ridge, Procrustes) are saved in."""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, input_dropout: float = 0.0, standardize: bool = False):
         super().__init__()
+        self.standardize = Standardize(in_dim) if standardize else nn.Identity()
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         self.linear = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
-        return self.linear(x)
+        return self.linear(self.input_dropout(self.standardize(x)))
 
 
 class MLPProjector(nn.Module):
@@ -87,7 +119,9 @@ class MLPProjector(nn.Module):
         super().__init__()
         if cfg.depth < 2:
             raise ConfigError(f"an MLP projector needs depth >= 2 (got {cfg.depth}); use type='linear' for one layer")
+        self.standardize = Standardize(in_dim) if cfg.standardize else nn.Identity()
         self.norm = nn.LayerNorm(in_dim) if cfg.input_norm else nn.Identity()
+        self.input_dropout = nn.Dropout(cfg.input_dropout) if cfg.input_dropout > 0 else nn.Identity()
         layers: list[nn.Module] = []
         width = in_dim
         for _ in range(cfg.depth - 1):
@@ -98,14 +132,14 @@ class MLPProjector(nn.Module):
         self.shortcut = nn.Linear(in_dim, cfg.out_dim, bias=False) if cfg.residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
-        x = self.norm(x)
+        x = self.input_dropout(self.norm(self.standardize(x)))
         y = self.mlp(x)
         return y + self.shortcut(x) if self.shortcut is not None else y
 
 
 @register_projector("linear")
 def _linear(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
-    return LinearProjector(in_dim, cfg.out_dim)
+    return LinearProjector(in_dim, cfg.out_dim, cfg.input_dropout, cfg.standardize)
 
 
 @register_projector("mlp")

@@ -20,7 +20,7 @@ import torch
 
 from modalign.align.features import FeatureSet, GroupSampler
 from modalign.align.losses import clip_loss
-from modalign.align.projectors import ProjectorConfig
+from modalign.align.projectors import ProjectorConfig, fit_input_statistics
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.utils.seeding import seed_everything
@@ -119,6 +119,8 @@ def train(
     batch = min(cfg.batch_size, n_groups)
     steps_per_epoch = math.ceil(n_groups / batch)
     total_steps = cfg.epochs * steps_per_epoch
+    for m, proj in model.projectors.items():
+        fit_input_statistics(proj, feats[m])
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1 / cfg.init_temperature))
     model.logit_scale.requires_grad_(cfg.learn_temperature)

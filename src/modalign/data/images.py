@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from PIL import Image, UnidentifiedImageError
 
 from modalign.errors import InvalidItem
 
+# SVGs are rendered so that their longer side has at least this many pixels (encoders then resize).
+SVG_MIN_SIDE = 448
 # Decompression-bomb guard: refuse images above this many pixels (PIL's default is 89M and only warns).
 MAX_PIXELS = 64_000_000
 
@@ -28,8 +32,8 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
         path = Path(item)
         if not path.exists():
             raise InvalidItem(f"missing file: {path}")
-        if path.suffix.lower() == ".svg":
-            raise InvalidItem("unsupported format: SVG (vector image); convert it to PNG first")
+        if path.suffix.lower() in (".svg", ".svgz"):
+            return to_rgb(render_svg(path), background)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -46,6 +50,24 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
     if img.width == 0 or img.height == 0:
         raise InvalidItem("empty image (0 pixels)")
     return to_rgb(img, background)
+
+
+def render_svg(path: Path, min_side: int = SVG_MIN_SIDE) -> Image.Image:
+    """Rasterises an SVG (resvg, via the optional `resvg-py` package) so its longer side is >= min_side."""
+    try:
+        import resvg_py
+    except ImportError as e:
+        raise InvalidItem("unsupported format: SVG needs the optional package resvg-py "
+                          "(pip install 'modalign[svg]')") from e
+    try:
+        img = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path)))))
+        if max(img.size) < min_side:  # small natural size: render again, zoomed, instead of upsampling pixels
+            zoom = math.ceil(min_side / max(1, max(img.size)))
+            img = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path), zoom=zoom))))
+        img.load()
+    except (ValueError, OSError) as e:
+        raise InvalidItem(f"undecodable SVG {path.name}: {e}") from e
+    return img
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -4,8 +4,8 @@
                                                   X.txt    the caption: its first line (translations follow)
                                                   X.ogg    a sound, for some stamps
 
-A stamp is an X.png with an X.txt. Stamps that only exist as SVG are left out (counted as "svg only"),
-and so is the `symbols/` category (letters, signs, money) unless asked for. Each stamp is one group;
+A stamp is an X.png (or, when there is no PNG, an X.svg, rendered at load time when the optional
+resvg-py is installed; otherwise left out and counted as "svg only") with an X.txt. The `symbols/` category (letters, signs, money) unless asked for. Each stamp is one group;
 its top-level folder is its category (group label), which also makes a zero-shot classification set.
 """
 
@@ -34,7 +34,7 @@ CATEGORY_NAMES = {"naturalforces": "natural forces"}
 @dataclass(frozen=True)
 class Stamp:
     id: str  # path of the PNG relative to the stamps root, e.g. "animals/birds/crow.png"
-    image: Path  # absolute path of X.png
+    image: Path  # absolute path of X.png (or X.svg)
     caption: str  # first line of X.txt, stripped
     category: str  # top-level folder, e.g. "animals"
     audio: Path | None  # X.ogg when it exists
@@ -60,12 +60,22 @@ def first_line(txt: Path) -> str:
     return lines[0].strip() if lines else ""
 
 
+def svg_supported() -> bool:
+    try:
+        import resvg_py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def scan_stamps(root: str | os.PathLike = TUX_ROOT, include_symbols: bool = False,
-                skips: SkipCounter | None = None) -> list[Stamp]:
+                skips: SkipCounter | None = None, include_svg: bool | None = None) -> list[Stamp]:
     """Every captioned PNG stamp under `root`, sorted by path; what is left out is counted in `skips`."""
     root = _check_root(root)
+    include_svg = svg_supported() if include_svg is None else include_svg
     skips = skips if skips is not None else SkipCounter("stamps")
     stems = sorted({p.with_suffix("") for p in root.rglob("*") if p.suffix in (".png", ".txt") and p.is_file()})
+    # (an X.svg without X.txt has no caption, so scanning .png and .txt stems finds every stamp)
     stamps = []
     for stem in stems:
         rel = stem.relative_to(root)
@@ -78,8 +88,11 @@ def scan_stamps(root: str | os.PathLike = TUX_ROOT, include_symbols: bool = Fals
         png, txt = stem.with_suffix(".png"), stem.with_suffix(".txt")
         if not png.is_file():
             svg_only = stem.with_suffix(".svg").is_file()
-            skips.add("svg only" if svg_only else "caption file without image", txt.relative_to(root).as_posix())
-            continue
+            if svg_only and include_svg:
+                png = stem.with_suffix(".svg")
+            else:
+                skips.add("svg only" if svg_only else "caption file without image", txt.relative_to(root).as_posix())
+                continue
         if not txt.is_file():
             skips.add("no caption file", png.relative_to(root).as_posix())
             continue
@@ -100,9 +113,10 @@ def _categories(stamps: list[Stamp]) -> tuple[np.ndarray, list[str]]:
     return np.asarray([index[s.category] for s in stamps], dtype=np.int64), [category_name(f) for f in folders]
 
 
-def _scan(root: str | os.PathLike, include_symbols: bool) -> tuple[list[Stamp], SkipCounter]:
+def _scan(root: str | os.PathLike, include_symbols: bool,
+          include_svg: bool | None = None) -> tuple[list[Stamp], SkipCounter]:
     skips = SkipCounter("stamps")
-    stamps = scan_stamps(root, include_symbols, skips)
+    stamps = scan_stamps(root, include_symbols, skips, include_svg)
     # SVG-only stamps and mirror images without a caption are expected; an empty caption is worth a warning
     expected = {"svg only", "no caption file", "caption file without image"}
     skips.log(logger, "tuxpaint", level=logging.INFO if set(skips.counts) <= expected else logging.WARNING)
@@ -112,10 +126,11 @@ def _scan(root: str | os.PathLike, include_symbols: bool) -> tuple[list[Stamp], 
 
 
 def load_tuxpaint(root: str | os.PathLike = TUX_ROOT, include_symbols: bool = False,
-                  with_sounds: bool = False) -> AlignedDataset:
+                  with_sounds: bool = False, include_svg: bool | None = None) -> AlignedDataset:
     """Stamps as an AlignedDataset: columns "image" (Path) and "text" (caption), plus "audio" (X.ogg
-    Paths, only for the stamps that have one) when `with_sounds`. Group labels are the categories."""
-    stamps, skips = _scan(root, include_symbols)
+    Paths, only for the stamps that have one) when `with_sounds`. Group labels are the categories.
+    `include_svg`: keep SVG-only stamps (default: when resvg-py is installed to render them)."""
+    stamps, skips = _scan(root, include_symbols, include_svg)
     n = len(stamps)
     groups = np.arange(n, dtype=np.int64)
     columns = {
@@ -134,9 +149,10 @@ def load_tuxpaint(root: str | os.PathLike = TUX_ROOT, include_symbols: bool = Fa
     return dataset
 
 
-def load_tuxpaint_categories(root: str | os.PathLike = TUX_ROOT, include_symbols: bool = False) -> LabelledDataset:
+def load_tuxpaint_categories(root: str | os.PathLike = TUX_ROOT, include_symbols: bool = False,
+                             include_svg: bool | None = None) -> LabelledDataset:
     """Stamp images labelled by category ("animals", "natural forces" ...): a zero-shot classification set."""
-    stamps, skips = _scan(root, include_symbols)
+    stamps, skips = _scan(root, include_symbols, include_svg)
     labels, classnames = _categories(stamps)
     column = Column("image", [s.id for s in stamps], [s.image for s in stamps], np.arange(len(stamps)))
     dataset = LabelledDataset("tuxpaint-categories", column, labels, classnames, _check_root(root))

@@ -10,13 +10,12 @@ import numpy as np
 
 from modalign.utils.io import atomic_write
 
-COLUMNS = ["method", "t2i_R@1", "t2i_R@5", "i2t_R@1", "i2t_R@5", "tux_zs_acc1", "fmnist_zs_acc1", "fmnist_zs_mpcr"]
+COLUMNS = ["method", "t2i R@1", "t2i R@5", "i2t R@1", "i2t R@5", "Tux zs", "FMNIST zs"]
 COLUMN_HELP = {
-    "t2i_R@1": "text→image recall@1 on held-out stamps",
-    "i2t_R@1": "image→text recall@1 on held-out stamps",
-    "tux_zs_acc1": "zero-shot accuracy, Tux categories (held-out stamps)",
-    "fmnist_zs_acc1": "zero-shot accuracy, Fashion-MNIST subset",
-    "fmnist_zs_mpcr": "Fashion-MNIST mean per-class recall",
+    "t2i R@k": "text→image recall@k on the held-out stamps (CLIP_benchmark: image_retrieval_recall@k)",
+    "i2t R@k": "image→text recall@k on the held-out stamps (CLIP_benchmark: text_retrieval_recall@k)",
+    "Tux zs": "zero-shot top-1 accuracy over the 15 Tux Paint categories (held-out stamps)",
+    "FMNIST zs": "zero-shot top-1 accuracy on a class-balanced Fashion-MNIST test subset (10 classes)",
 }
 
 
