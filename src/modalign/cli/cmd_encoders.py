@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print_table(rows, ["name", "modality", "description", "needs"], title="encoders")
+        print_table(rows, ["name", "modality", "description"], title="encoders (modalign encoders --show NAME for layers)")
     return 0

@@ -68,8 +68,9 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
         from rich.table import Table
 
         table = Table(title=title or None)
-        for i, h in enumerate(headers):
-            table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for i, (c, h) in enumerate(zip(columns, headers, strict=True)):
+            numeric = all(isinstance(r.get(c), int | float) for r in rows if r.get(c) not in (None, ""))
+            table.add_column(h, justify="right" if numeric and i > 0 else "left", no_wrap=i == 0)
         for r in rows:
             table.add_row(*(fmt(r.get(c, "")) for c in columns))
         Console().print(table)
