@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.column import AlignedDataset
 from modalign.encoders.base import FINAL_LAYER
 from modalign.errors import ConfigError
+from modalign.layermix import check_mix, layer_dims
 from modalign.model import AlignedModel, TowerConfig
 from modalign.pipeline import encode_dataset, feature_set
 from modalign.utils.io import atomic_write_json
@@ -41,7 +42,8 @@ DEFAULT_ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
 @dataclass
 class FitConfig:
     encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS))  # modality -> spec
-    layers: dict[str, str] = field(default_factory=dict)  # modality -> layer (default: "final")
+    layers: dict[str, str | list[str]] = field(default_factory=dict)  # modality -> layer or layers (default: "final")
+    layer_mix: dict[str, str] = field(default_factory=dict)  # modality -> "concat" | "mean" when several layers
     method: str = "mlp"  # a registered alignment method (modalign.align.methods)
     baselines: list[str] = field(default_factory=lambda: ["ridge", "procrustes"])  # fitted beside it
     split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
@@ -106,8 +108,7 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
     parts = {k: feature_set(dataset, stored, v) for k, v in split.items() if len(v)}
     train_fs, val_fs = parts["train"], parts.get("val")
     test_fs = parts.get("test") or val_fs
-    towers = {m: TowerConfig(m, enc.spec, layers[m], enc.layer_info(layers[m]).dim, enc.fingerprint())
-              for m, enc in encoders.items()}
+    towers = {m: _tower(m, enc, layers[m], config.layer_mix.get(m, "concat")) for m, enc in encoders.items()}
     _log_sizes(parts)
 
     metrics_path = out_dir / "metrics.jsonl"
@@ -127,8 +128,10 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
 
     t2 = time.perf_counter()
     baselines = {}
+    # closed-form baselines read the same stacked features as one plain matrix: a "mean" mix becomes "concat"
+    base_towers = {m: replace(t, layer_mix="concat") for m, t in towers.items()}
     for name in config.baselines:
-        baselines[name], _ = fit_method(name, towers, train_fs, val_fs, cfg)
+        baselines[name], _ = fit_method(name, base_towers, train_fs, val_fs, cfg)
     t_base = time.perf_counter() - t2
 
     results = {config.method: _test_metrics(model, test_fs)}
@@ -148,6 +151,17 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
     logger.info("fit done in %.1fs (encode %.1fs, train %.1fs, baselines %.1fs) -> %s",
                 sum(seconds.values()), t_encode, t_train, t_base, out_dir)
     return FitResult(out_dir, model, baselines, results, split, history, seconds)
+
+
+def _tower(modality: str, encoder: Any, layer: str | list[str], mix: str) -> TowerConfig:
+    """A tower description; several layers are checked against the mix mode (equal widths for "mean")."""
+    dims = layer_dims(encoder, layer)
+    check_mix(mix, dims)
+    if len(dims) == 1 and mix != "concat":
+        logger.warning("layer mix %r for the %s tower has no effect: it reads one layer (%s)", mix, modality, layer)
+    if len(dims) > 1:
+        logger.info("%s tower reads %d layers of %s (%s, %d-d)", modality, len(dims), encoder.spec, mix, sum(dims))
+    return TowerConfig(modality, encoder.spec, layer, sum(dims), encoder.fingerprint(), layer_mix=mix)
 
 
 def _test_metrics(model: AlignedModel, data: FeatureSet | None) -> dict[str, float]:

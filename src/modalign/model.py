@@ -25,9 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalign import __version__
-from modalign.align.projectors import ProjectorConfig, create_projector
+from modalign.align.projectors import ProjectorConfig
 from modalign.encoders.base import Encoder
 from modalign.errors import ConfigError, MismatchError
+from modalign.layermix import (
+    as_layer_list,
+    create_tower_module,
+    encode_layers,
+    layer_dims,
+    normalize_layer_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +47,24 @@ FORMAT = "modalign.aligned_model"
 class TowerConfig:
     modality: str  # "image" | "text" | "audio" ...
     encoder: str  # encoder spec string, e.g. "effnet-lite0", "st:sentence-transformers/all-MiniLM-L6-v2"
-    layer: str  # encoder layer the projector reads
-    input_dim: int  # width of that layer's pooled features
+    layer: str | list[str]  # encoder layer the projector reads, or several (see modalign.layermix)
+    input_dim: int  # width of that layer's pooled features (several layers: the sum of their widths)
     encoder_fingerprint: str  # hash of the encoder weights the projector was trained on
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    layer_mix: str = "concat"  # several layers: "concat" them, or a learned softmax-weighted "mean"
+
+    def __post_init__(self) -> None:
+        self.layer = normalize_layer_spec(self.layer)  # ["final"] -> "final"
+
+    @property
+    def layers(self) -> list[str]:
+        return as_layer_list(self.layer)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "projector": self.projector.to_dict()}
+        d = {**asdict(self), "projector": self.projector.to_dict()}
+        if isinstance(self.layer, str):
+            del d["layer_mix"]  # a single layer has no mix: its config.json reads as before layer lists
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TowerConfig:
@@ -62,7 +80,8 @@ class AlignedModel(nn.Module):
             raise ConfigError(f"all towers must project to the same width; got {dims}")
         self.towers = dict(towers)
         self.embed_dim = dims.pop()
-        self.projectors = nn.ModuleDict({m: create_projector(t.input_dim, t.projector) for m, t in towers.items()})
+        self.projectors = nn.ModuleDict({m: create_tower_module(t.layer, t.input_dim, t.layer_mix, t.projector)
+                                         for m, t in towers.items()})
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         self.metadata: dict[str, Any] = dict(metadata or {})  # training data, metrics, method ... (free form)
         self._encoders: dict[str, Encoder] = {}
@@ -103,9 +122,10 @@ class AlignedModel(nn.Module):
         if encoder.modality != tower.modality:
             problems.append(f"modality is {encoder.modality!r}, expected {tower.modality!r}")
         try:
-            dim = encoder.layer_info(tower.layer).dim
+            dim = sum(layer_dims(encoder, tower.layer))
             if dim != tower.input_dim:
-                problems.append(f"layer {tower.layer!r} gives {dim}-d features, the projector expects {tower.input_dim}")
+                what = f"layer {tower.layer!r} gives" if isinstance(tower.layer, str) else f"layers {tower.layer} give"
+                problems.append(f"{what} {dim}-d features, the projector expects {tower.input_dim}")
         except ValueError as e:
             problems.append(str(e))
         if check_fingerprint and not problems and encoder.fingerprint() != tower.encoder_fingerprint:
@@ -127,7 +147,7 @@ class AlignedModel(nn.Module):
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
         """Raw items (image paths/arrays, strings ...) -> (N, embed_dim) normalised embeddings."""
         enc = self.encoder(modality)
-        feats = enc.encode(list(items), layer=self._tower(modality).layer, batch_size=batch_size)
+        feats = encode_layers(enc, list(items), self._tower(modality).layer, batch_size=batch_size)
         return self.project(modality, feats)
 
     def encode_image(self, images: Sequence[Any], batch_size: int = 32) -> torch.Tensor:

@@ -16,23 +16,32 @@ import torch
 from modalign.align.features import FeatureSet
 from modalign.data.column import AlignedDataset, Column
 from modalign.encoders.base import FINAL_LAYER, Encoder
+from modalign.layermix import StackedEmbeddings, as_layer_list
 
 logger = logging.getLogger(__name__)
 
 
-def encode_column(store: Any, column: Column, encoder: Encoder, layer: str = FINAL_LAYER, *,
+def encode_column(store: Any, column: Column, encoder: Encoder, layer: str | list[str] = FINAL_LAYER, *,
                   dtype: str = "float32", batch_size: int = 32, progress: bool = True) -> Any:
-    """One column at one layer -> StoredEmbeddings (reused from the store when already there)."""
+    """One column at one layer -> StoredEmbeddings (reused from the store when already there).
+
+    A list of layers (see modalign.layermix) -> StackedEmbeddings of their entries side by side, all
+    encoded in one store.encode call (one forward pass per batch serves every layer).
+    """
     if encoder.modality != column.modality:
         raise ValueError(
             f"encoder {encoder.spec!r} is a {encoder.modality} encoder but the column holds {column.modality} items"
         )
+    if not isinstance(layer, str):
+        names = encoder.resolve_layers(as_layer_list(layer))
+        out = store.encode(column, encoder, names, dtype=dtype, batch_size=batch_size, progress=progress)
+        return StackedEmbeddings([out[n] for n in names])
     (layer,) = encoder.resolve_layers(layer)  # "-1" -> "final": the store keys entries by resolved name
     return store.encode(column, encoder, [layer], dtype=dtype, batch_size=batch_size, progress=progress)[layer]
 
 
 def encode_dataset(dataset: AlignedDataset, encoders: Mapping[str, Encoder], store: Any,
-                   layers: Mapping[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
+                   layers: Mapping[str, str | list[str]] | None = None, **kwargs: Any) -> dict[str, Any]:
     """modality -> StoredEmbeddings for every modality that has an encoder."""
     layers = layers or {}
     out = {}

@@ -4,7 +4,12 @@ ridge       image features -> text feature space by ridge regression (text tower
             the penalty is picked on the validation split.
 procrustes  both modalities centred, scaled, reduced by PCA to k dims, then the image side rotated onto
             the text side by the orthogonal Procrustes solution R = U V^T of svd(X^T Y).
-Both are fitted on every positive (image, caption) pair of the training split.
+cca         regularised canonical correlation analysis: each side centred and whitened with
+            (C + r I)^-1/2, then the SVD of the whitened cross-covariance gives paired directions;
+            both sides are projected onto the top-k of them (scaled by corr^power), so matched items
+            get the same coordinates. r (relative to the mean feature variance) and k are picked on the
+            validation split.
+All are fitted on every positive (image, caption) pair of the training split.
 """
 
 from __future__ import annotations
@@ -98,3 +103,68 @@ def fit_procrustes(towers: dict, train: FeatureSet, val: FeatureSet | None = Non
     _set_linear(model, image, wx.t(), -mx @ wx)
     _set_linear(model, text, wy.t(), -my @ wy)
     return model, {"dim": k}
+
+
+def _inv_sqrt(c: torch.Tensor, reg: float) -> torch.Tensor:
+    """(C + reg I)^-1/2 for a symmetric PSD (d, d) matrix."""
+    evals, evecs = torch.linalg.eigh(c)
+    return (evecs * (evals.clamp_min(0) + reg).rsqrt()) @ evecs.t()
+
+
+def cca_directions(x: torch.Tensor, y: torch.Tensor, reg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Regularised CCA of paired rows x (P, dx), y (P, dy), already centred.
+
+    Returns (wx (dx, m), wy (dy, m), corr (m,)) with m = min(dx, dy): x @ wx[:, i] and y @ wy[:, i] are the
+    i-th pair of canonical variates, corr[i] their (regularised) correlation, in decreasing order.
+    `reg` is relative to each side's mean feature variance.
+    """
+    n = len(x) - 1
+    cx, cy, cxy = x.t() @ x / n, y.t() @ y / n, x.t() @ y / n  # (dx, dx), (dy, dy), (dx, dy)
+    ix = _inv_sqrt(cx, reg * float(cx.diagonal().mean()))
+    iy = _inv_sqrt(cy, reg * float(cy.diagonal().mean()))
+    u, corr, vh = torch.linalg.svd(ix @ cxy @ iy, full_matrices=False)  # (dx, m), (m,), (m, dy)
+    return ix @ u, iy @ vh.t(), corr
+
+
+def fit_cca(towers: dict, train: FeatureSet, val: FeatureSet | None = None,
+            regs: Sequence[float] = (0.3, 1.0, 3.0), dims: Sequence[int | None] = (64, 128, 256, None),
+            corr_power: float = 1.0, image: str = "image", text: str = "text"):
+    """Returns (AlignedModel, info). Without `val`, the first reg and the last dim are used.
+
+    `dims` None means every direction (min(d_image, d_text, n_pairs - 1)); a dim larger than that is
+    clipped. Each direction is scaled by corr**corr_power, so weakly correlated ones weigh less.
+    """
+    from modalign.model import AlignedModel
+
+    x, y = _paired(train, image, text)
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    k_max = min(x.shape[1], y.shape[1], x.shape[0] - 1)
+    ks = sorted({min(k or k_max, k_max) for k in dims})
+
+    cache: dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def build(reg: float, k: int):
+        if reg not in cache:
+            cache[reg] = cca_directions(xc, yc, reg)
+        wx, wy, corr = cache[reg]
+        scale = corr[:k].clamp_min(0) ** corr_power  # (k,)
+        ax, ay = wx[:, :k] * scale, wy[:, :k] * scale  # (dx, k), (dy, k)
+        model = AlignedModel(_linear_towers(towers, k), metadata={"method": "cca", "cca_dim": k, "cca_reg": reg})
+        _set_linear(model, image, ax.t(), -mx @ ax)
+        _set_linear(model, text, ay.t(), -my @ ay)
+        return model, corr
+
+    if val is None or (len(regs) == 1 and len(ks) == 1):
+        model, corr = build(regs[0], ks[-1])
+        return model, {"reg": regs[0], "dim": ks[-1], "top_corr": float(corr[0])}
+    best: tuple[float, float, int] = (-1.0, regs[0], ks[-1])
+    for reg in regs:
+        for k in ks:
+            score = evaluate_features(build(reg, k)[0], val)["mean_recall@1"]
+            if score > best[0]:
+                best = (score, reg, k)
+    _, reg, k = best
+    model, corr = build(reg, k)
+    logger.info("cca: reg=%g dim=%d (val mean_recall@1 %.4f)", reg, k, best[0])
+    return model, {"reg": reg, "dim": k, "top_corr": float(corr[0])}

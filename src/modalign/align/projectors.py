@@ -22,13 +22,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ProjectorConfig:
-    type: str = "mlp"  # a registered projector: "linear", "mlp", "identity"
+    type: str = "mlp"  # a registered projector: "linear", "mlp", "lowrank", "star", "identity"
     out_dim: int = 512  # width of the shared embedding space
-    hidden_dim: int = 1024  # MLP: width of the hidden layers
+    hidden_dim: int = 1024  # MLP / star: width of the hidden layer(s)
     depth: int = 2  # MLP: number of Linear layers (>= 2)
-    dropout: float = 0.1  # MLP: dropout after each hidden activation
-    residual: bool = True  # MLP: add a linear shortcut from input to output
-    input_norm: bool = True  # MLP: LayerNorm on the frozen features first (they differ in scale per encoder)
+    dropout: float = 0.1  # MLP / lowrank / star: dropout after each hidden activation
+    residual: bool = True  # MLP / star: add a linear shortcut from input to output
+    input_norm: bool = True  # MLP / lowrank / star: LayerNorm on the frozen features first (scales differ per encoder)
+    rank: int = 64  # lowrank: width of the nonlinear low-rank residual on top of the linear map
     input_dropout: float = 0.0  # dropout on the frozen features themselves: a cheap augmentation on small data
     standardize: bool = True  # subtract the training-set feature mean and divide by its std (stored as buffers)
 
@@ -65,7 +66,8 @@ def list_projectors() -> list[str]:
 def create_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
     factory = _PROJECTORS.get(config.type)
     if factory is None:
-        raise ConfigError(f"unknown projector type {config.type!r}; known: {', '.join(list_projectors())}")
+        # in registration order: the basic heads first, then later additions
+        raise ConfigError(f"unknown projector type {config.type!r}; known: {', '.join(_PROJECTORS)}")
     if in_dim <= 0 or config.out_dim <= 0:
         raise ConfigError(f"projector dims must be positive (in_dim={in_dim}, out_dim={config.out_dim})")
     return factory(in_dim, config)
@@ -137,6 +139,65 @@ class MLPProjector(nn.Module):
         return y + self.shortcut(x) if self.shortcut is not None else y
 
 
+class LowRankProjector(nn.Module):
+    """y = A x + U gelu(V x): a full linear map plus a rank-r nonlinear residual (U starts at zero).
+
+    Starts as a linear projector and can bend it where a linear map is not enough, at r * (in + out)
+    extra weights instead of an MLP's hidden * (in + out).
+    """
+
+    def __init__(self, in_dim: int, cfg: ProjectorConfig):
+        super().__init__()
+        if cfg.rank < 1:
+            raise ConfigError(f"a lowrank projector needs rank >= 1 (got {cfg.rank})")
+        self.standardize = Standardize(in_dim) if cfg.standardize else nn.Identity()
+        self.norm = nn.LayerNorm(in_dim) if cfg.input_norm else nn.Identity()
+        self.input_dropout = nn.Dropout(cfg.input_dropout) if cfg.input_dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(in_dim, cfg.out_dim)  # A (and the bias)
+        self.down = nn.Linear(in_dim, cfg.rank)  # V
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.up = nn.Linear(cfg.rank, cfg.out_dim, bias=False)  # U
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
+        x = self.input_dropout(self.norm(self.standardize(x)))
+        return self.linear(x) + self.up(self.dropout(self.act(self.down(x))))  # (B, out) + (B, r) -> (B, out)
+
+
+class StarProjector(nn.Module):
+    """SAIL's "star" MLP: a gated hidden layer, the element-wise product of two branches.
+
+    LayerNorm -> h = relu6(W1 x) * (W2 x) (hidden_dim wide, GLU-like) -> Dropout -> W3 h, plus an optional
+    linear shortcut. The product makes the layer quadratic in x (Zhang et al. 2024/2025, after StarNet).
+    """
+
+    def __init__(self, in_dim: int, cfg: ProjectorConfig):
+        super().__init__()
+        self.standardize = Standardize(in_dim) if cfg.standardize else nn.Identity()
+        self.norm = nn.LayerNorm(in_dim) if cfg.input_norm else nn.Identity()
+        self.input_dropout = nn.Dropout(cfg.input_dropout) if cfg.input_dropout > 0 else nn.Identity()
+        self.gate = nn.Linear(in_dim, cfg.hidden_dim)  # W1
+        self.value = nn.Linear(in_dim, cfg.hidden_dim)  # W2
+        self.act = nn.ReLU6()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden_dim, cfg.out_dim)  # W3
+        self.shortcut = nn.Linear(in_dim, cfg.out_dim, bias=False) if cfg.residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
+        x = self.input_dropout(self.norm(self.standardize(x)))
+        h = self.act(self.gate(x)) * self.value(x)  # (B, hidden)
+        y = self.out(self.dropout(h))
+        return y + self.shortcut(x) if self.shortcut is not None else y
+
+
+@register_projector("identity")
+def _identity(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    if in_dim != cfg.out_dim:
+        raise ConfigError(f"an identity projector needs in_dim == out_dim (got {in_dim} and {cfg.out_dim})")
+    return nn.Identity()
+
+
 @register_projector("linear")
 def _linear(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
     return LinearProjector(in_dim, cfg.out_dim, cfg.input_dropout, cfg.standardize)
@@ -147,8 +208,12 @@ def _mlp(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
     return MLPProjector(in_dim, cfg)
 
 
-@register_projector("identity")
-def _identity(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
-    if in_dim != cfg.out_dim:
-        raise ConfigError(f"an identity projector needs in_dim == out_dim (got {in_dim} and {cfg.out_dim})")
-    return nn.Identity()
+@register_projector("lowrank")
+def _lowrank(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    return LowRankProjector(in_dim, cfg)
+
+
+@register_projector("star")
+def _star(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    return StarProjector(in_dim, cfg)
+

@@ -1,26 +1,27 @@
-"""Training projectors on cached features: symmetric InfoNCE, learnable temperature, AdamW with
-linear warmup + cosine decay, validation retrieval every epoch, early stopping on a validation metric.
+"""Training projectors on cached features: a registered loss (symmetric InfoNCE by default), learnable
+temperature, AdamW with linear warmup + cosine decay, validation retrieval every epoch, early stopping on
+a validation metric, optional extra evaluators (e.g. zero-shot) logged every epoch.
 
 Works on FeatureSets only; the model's encoders are never touched, which is what makes it fast.
-With more than two modalities the loss is the mean of the pairwise InfoNCE losses.
+With more than two modalities a pairwise loss is the mean over the pairs of modalities.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from modalign.align.features import FeatureSet, GroupSampler
-from modalign.align.losses import clip_loss
+from modalign.align.losses import AlignmentLoss, LossInputs, create_loss, log_temperature, modality_order
 from modalign.align.projectors import ProjectorConfig, fit_input_statistics
+from modalign.align.samplers import MultiPositiveSampler, iter_batches, max_items_per_group
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.utils.seeding import seed_everything
@@ -37,13 +38,17 @@ class TrainConfig:
     weight_decay: float = 0.05  # AdamW decoupled weight decay (not on biases, norms, temperature)
     warmup_frac: float = 0.05  # fraction of all steps with linear warmup
     min_lr_frac: float = 0.0  # cosine decays to lr * min_lr_frac
-    init_temperature: float = 0.07  # CLIP's initial temperature
+    init_temperature: float | None = None  # initial temperature; None: the loss's own (InfoNCE 0.07, sigmoid 0.1)
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # cap on 1/temperature, as in CLIP
     patience: int = 15  # stop after this many epochs without validation improvement (0: never)
     monitor: str = "mean_recall@1"  # validation metric for early stopping and for keeping the best weights
     seed: int = 0  # same seed, same result (on the same machine and torch build)
     device: str = "cpu"
+    loss: str = "infonce"  # a registered loss (align.losses): infonce, multi-positive, sigmoid, structure
+    loss_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that loss
+    items_per_group: int = 1  # >1: up to this many items per modality and group in a batch (needs a
+    #                           multi-positive loss: several captions of one image as positives)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -78,41 +83,76 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(modules: torch.nn.Module | list[torch.nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only (not on biases, norms, the temperature, loss scalars)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    for module in modules if isinstance(modules, list) else [modules]:
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
 def evaluate_features(model: Any, data: FeatureSet) -> dict[str, float]:
     """Retrieval metrics between the first two modalities of `data` (image/text when present)."""
-    a, b = _pair_order(data.modalities)[:2]
+    a, b = modality_order(data.modalities)[:2]
     ea, eb = model.project(a, data.features[a]), model.project(b, data.features[b])
     return retrieval_metrics(ea, eb, data.groups[a].numpy(), data.groups[b].numpy())
 
 
-def _pair_order(modalities: list[str]) -> list[str]:
-    """image first, text second, then the rest: retrieval metric names assume (image, text)."""
-    rank = {"image": 0, "text": 1}
-    return sorted(modalities, key=lambda m: rank.get(m, 2))
+Evaluator = Callable[[Any], Mapping[str, float]]  # model -> metrics, e.g. align.evaluators.ZeroShotEvaluator
+
+
+def _make_sampler(train_data: FeatureSet, cfg: TrainConfig, loss_fn: AlignmentLoss,
+                  gen: torch.Generator) -> GroupSampler | MultiPositiveSampler:
+    if cfg.items_per_group < 1:
+        raise ConfigError(f"items_per_group must be >= 1, got {cfg.items_per_group}")
+    if cfg.items_per_group == 1:
+        return GroupSampler(train_data, gen)
+    if not loss_fn.multi_positive:
+        raise ConfigError(f"items_per_group={cfg.items_per_group} puts several items of one group in a batch, "
+                          f"which the {cfg.loss!r} loss would count as negatives of each other; use "
+                          "loss='multi-positive' (or 'sigmoid'), or items_per_group=1")
+    if max_items_per_group(train_data) == 1:
+        logger.info("items_per_group=%d but every group has one item per modality: plain pairs",
+                    cfg.items_per_group)
+    return MultiPositiveSampler(train_data, gen, cfg.items_per_group)
+
+
+def _monitor_score(cfg: TrainConfig, record: dict[str, float], val_metrics: Mapping[str, float] | None) -> float:
+    """The early-stopping score: a validation metric by its name, else any logged metric (e.g. zs_acc1)."""
+    if val_metrics is not None and cfg.monitor in val_metrics:
+        return float(val_metrics[cfg.monitor])
+    if cfg.monitor in record:
+        return float(record[cfg.monitor])
+    if val_metrics is None:
+        return -record["train_loss"]
+    known = sorted([*val_metrics, *(k for k in record if k not in ("epoch", "step"))])
+    raise ConfigError(f"monitor {cfg.monitor!r} is not a metric of this run; known: {', '.join(known)}")
 
 
 def train(
     model: Any, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
+    evaluators: Mapping[str, Evaluator] | None = None,
 ) -> TrainResult:
-    """Trains `model.projectors` and `model.logit_scale` in place; leaves the best validation weights."""
+    """Trains `model.projectors` and `model.logit_scale` in place; leaves the best validation weights.
+
+    `evaluators`: name -> callable(model) -> metrics, run after each epoch's validation; their metrics are
+    logged as `{name}_{metric}` (and `cfg.monitor` may name one, e.g. "zs_acc1"). A loss with parameters
+    of its own (the sigmoid bias) trains them beside the projectors; they are not part of the model.
+    """
     from tqdm.auto import tqdm
 
     gen = seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     model.to(device)
+    loss_fn = create_loss(cfg.loss, **cfg.loss_options).to(device)
     feats = {m: x.to(device) for m, x in train_data.features.items()}
-    sampler = GroupSampler(train_data, gen)
+    groups = {m: g.to(device) for m, g in train_data.groups.items()}
+    sampler = _make_sampler(train_data, cfg, loss_fn, gen)
     n_groups = len(sampler)
     if n_groups < 2:
         raise ConfigError(f"need at least 2 training groups with items in every modality, got {n_groups}")
@@ -121,11 +161,12 @@ def train(
     total_steps = cfg.epochs * steps_per_epoch
     for m, proj in model.projectors.items():
         fit_input_statistics(proj, feats[m])
+    init_temperature = cfg.init_temperature if cfg.init_temperature is not None else loss_fn.default_temperature
     with torch.no_grad():
-        model.logit_scale.fill_(math.log(1 / cfg.init_temperature))
+        model.logit_scale.fill_(log_temperature(init_temperature))
     model.logit_scale.requires_grad_(cfg.learn_temperature)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    pairs = list(itertools.combinations(_pair_order(train_data.modalities), 2))
+    optimizer = torch.optim.AdamW(_param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
     max_scale = math.log(cfg.max_logit_scale)
 
     history: list[dict[str, float]] = []
@@ -134,34 +175,42 @@ def train(
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress or None, leave=False)
     for epoch in bar:
         model.train()
-        rows = sampler.epoch()
-        epoch_loss, n_batches = 0.0, 0
-        for start in range(0, n_groups, batch):
-            idx = {m: r[start : start + batch].to(device) for m, r in rows.items()}
-            if len(next(iter(idx.values()))) < 2:
-                continue  # a last batch of one pair has no negatives
+        loss_fn.train()
+        epoch_loss, n_batches, parts_sum = 0.0, 0, {}
+        for i, rows in enumerate(iter_batches(sampler, batch)):
+            if n_groups - i * batch < 2:
+                continue  # a last batch of one group has no negatives
+            idx = {m: r.to(device) for m, r in rows.items()}
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, cfg)
-            emb = {m: model.projectors[m](feats[m][i]) for m, i in idx.items()}  # (b, embed_dim) each
-            loss = torch.stack([clip_loss(emb[a], emb[b], model.logit_scale) for a, b in pairs]).mean()
+            x = {m: feats[m][r] for m, r in idx.items()}  # (b_m, d_m) frozen features
+            emb = {m: model.projectors[m](xm) for m, xm in x.items()}  # (b_m, embed_dim) each
+            inputs = LossInputs(emb, x, {m: groups[m][r] for m, r in idx.items()}, epoch=epoch + i / steps_per_epoch)
+            loss = loss_fn(inputs, model.logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, max_scale)
             epoch_loss += loss.item()
+            for k, v in inputs.parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
             n_batches += 1
             step += 1
         model.eval()
+        loss_fn.eval()
         record = {"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, n_batches),
                   "lr": optimizer.param_groups[0]["lr"], "temperature": float(1 / model.logit_scale.detach().exp()),
                   "seconds": time.perf_counter() - t0}
+        record.update({f"train_{k}": v / max(1, n_batches) for k, v in parts_sum.items()})
+        metrics = None
         if val_data is not None:
             metrics = evaluate_features(model, val_data)
             record.update({f"val_{k}": v for k, v in metrics.items() if not k.startswith("n_")})
-            score = metrics[cfg.monitor]
-        else:
-            score = -record["train_loss"]
+        for name, evaluator in (evaluators or {}).items():
+            with torch.no_grad():
+                record.update({f"{name}_{k}": float(v) for k, v in evaluator(model).items() if not k.startswith("n_")})
+        score = _monitor_score(cfg, record, metrics)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -169,7 +218,8 @@ def train(
         if score > best_score + 1e-6:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-            best_metrics = {k: v for k, v in record.items() if k.startswith("val_")}
+            best_metrics = {k: v for k, v in record.items() if k.startswith("val_") or
+                            any(k.startswith(f"{n}_") for n in (evaluators or {}))}
         else:
             stale += 1
             if cfg.patience and stale >= cfg.patience:

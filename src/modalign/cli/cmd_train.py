@@ -27,11 +27,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-encoder", default=None, help="text encoder spec (default: minilm-l6)")
     p.add_argument("--out", required=True, type=Path, help="run folder to write")
     p.add_argument("--config", type=Path, help="TOML file with FitConfig fields ([train] and [train.projector] tables)")
+    p.add_argument("--recipe", help="a named recipe (default, freeze-align, structure, sail) or a recipe .toml: "
+                                    "the base settings, which --config and flags override")
     p.add_argument("--image-col", default="image", help="image column name in the pairs file")
     p.add_argument("--caption-col", default="caption", help="caption column name in the pairs file")
     g = p.add_argument_group("model and training (default: the config file, else built-in defaults)")
-    g.add_argument("--image-layer", help="image encoder layer to align (default: final)")
-    g.add_argument("--text-layer", help="text encoder layer to align (default: final)")
+    g.add_argument("--image-layer", action="append",
+                   help="image encoder layer to align (default: final); repeat it or list several "
+                        "(blocks.12,final) to feed several layers to the tower (see --layer-mix)")
+    g.add_argument("--text-layer", action="append", help="text encoder layer(s) to align, as --image-layer")
+    g.add_argument("--layer-mix", action="append", metavar="[MODALITY=]MODE",
+                   help="with several layers: 'concat' them, or a learned softmax-weighted 'mean' (layers of "
+                        "equal width); 'text=mean' sets one modality (default: concat)")
     g.add_argument("--method", help="alignment method: mlp, linear, ridge, procrustes (default: mlp)")
     g.add_argument("--out-dim", type=int, help="shared embedding width (default: 512)")
     g.add_argument("--hidden-dim", type=int, help="MLP hidden width (default: 1024)")
@@ -51,17 +58,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     from modalign.fit import FitConfig
+    from modalign.layermix import normalize_layer_spec
+    from modalign.recipes import load_recipe, merge_config
 
-    raw = tomllib.loads(args.config.read_text()) if args.config else {}
+    raw = load_recipe(args.recipe) if args.recipe else {}
+    raw = merge_config(raw, tomllib.loads(args.config.read_text())) if args.config else raw
     cfg = FitConfig.from_dict(raw)
     if args.image_encoder:
         cfg.encoders["image"] = args.image_encoder
     if args.text_encoder:
         cfg.encoders["text"] = args.text_encoder
-    if args.image_layer:
-        cfg.layers["image"] = args.image_layer
-    if args.text_layer:
-        cfg.layers["text"] = args.text_layer
+    for modality, given in (("image", args.image_layer), ("text", args.text_layer)):
+        if given:
+            cfg.layers[modality] = normalize_layer_spec([n for g in given for n in g.split(",")])
+    for value in args.layer_mix or []:
+        modality, _, mode = value.rpartition("=")
+        for m in [modality] if modality else [m for m, layer in cfg.layers.items() if not isinstance(layer, str)]:
+            cfg.layer_mix[m] = mode
     for flag, attr in [("method", "method"), ("split_seed", "split_seed")]:
         if getattr(args, flag) is not None:
             setattr(cfg, attr, getattr(args, flag))

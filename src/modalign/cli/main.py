@@ -9,11 +9,22 @@ import sys
 from collections.abc import Sequence
 
 from modalign import __version__
-from modalign.cli import cmd_encode, cmd_encoders, cmd_eval, cmd_quickstart, cmd_train
+from modalign.cli import (
+    cmd_curate,
+    cmd_diagnose,
+    cmd_encode,
+    cmd_encoders,
+    cmd_eval,
+    cmd_quickstart,
+    cmd_select,
+    cmd_train,
+)
 from modalign.cli.common import setup_logging
 from modalign.errors import ModalignError
 
 COMMANDS = [cmd_quickstart, cmd_encoders, cmd_encode, cmd_train, cmd_eval]
+COMMANDS += [cmd_select, cmd_curate]
+COMMANDS += [cmd_diagnose]
 
 DESCRIPTION = """\
 modalign aligns frozen unimodal encoders (an image model, a text model) into one CLIP-like

@@ -1,0 +1,69 @@
+"""`modalign diagnose`: modality gap, alignment / uniformity, similarity histograms, zero-shot confusion."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from modalign.cli.common import add_common, open_store, print_table, write_json
+
+COLUMNS = ["model", "modality_gap", "alignment", "uniformity_image", "uniformity_text", "matched_mean",
+           "unmatched_mean", "pair_auc"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose", help="diagnose a saved model's embedding space (gap, alignment, uniformity, confusion)",
+        description="Project image-caption pairs with a saved model (and the baselines saved beside it) and "
+                    "report the modality gap (distance between the modality centroids), alignment and "
+                    "uniformity (Wang & Isola 2020), matched vs unmatched pair similarities (histogram PNG) "
+                    "and, with --images, the per-class zero-shot confusion (PNG heatmap + JSON). The frozen "
+                    "features get the per-modality numbers. Writes diagnostics.json and the plots to --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", type=Path, help="run folder or saved model folder")
+    p.add_argument("--pairs", required=True, help="pairs file / data set, as for `modalign train`")
+    p.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                   help="use only this split of the run's split.json (test for held-out numbers); also "
+                        "restricts --images to the held-out items when their ids match the split's")
+    p.add_argument("--images", help="labelled image tree or built-in name (tuxpaint-categories) for the "
+                                    "zero-shot confusion matrix")
+    p.add_argument("--templates", default="default", help="zero-shot template set (default, clipart, fashion ...)")
+    p.add_argument("--out", type=Path, help="output folder (default: MODEL/diagnostics)")
+    p.add_argument("--no-baselines", action="store_true", help="only the model, not the baselines beside it")
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from modalign.cli.cmd_eval import _models, _split_groups, _templates
+    from modalign.data.registry import load_dataset
+    from modalign.evaluate.diagnostics import diagnose_pairs, diagnose_zeroshot
+
+    out = args.out or args.model / "diagnostics"
+    out.mkdir(parents=True, exist_ok=True)
+    store = open_store(args)
+    models = _models(args)
+    dataset = load_dataset(args.pairs)
+    groups = _split_groups(args, dataset)
+    flat, files = diagnose_pairs(models, dataset, store, groups, out_dir=out, progress=not args.quiet)
+    if args.images:
+        labelled = load_dataset(args.images)
+        rows = None
+        if groups is not None:
+            names = {dataset.group_names[g] for g in groups}
+            hit = np.array([i for i, item_id in enumerate(labelled.column.ids) if item_id in names], dtype=np.int64)
+            rows = hit if len(hit) else None
+        report = diagnose_zeroshot(models["model"], labelled, store, _templates(args.templates), rows=rows,
+                                   out_dir=out, progress=not args.quiet)
+        flat["zeroshot_acc1"] = report["acc1"]
+        files.update({"confusion": str(out / "confusion.png"), "confusion_json": str(out / "confusion.json")})
+    rows_table = [{"model": name, **{k.split("/", 1)[-1]: v for k, v in flat.items()
+                                     if (k.startswith(f"{name}/") if i else "/" not in k)}}
+                  for i, name in enumerate(models)]
+    print_table(rows_table, COLUMNS, title=f"embedding diagnostics on {args.pairs} ({args.split})")
+    write_json(out / "diagnostics.json", {**flat, "files": files})
+    print(f"diagnostics written to {out}")
+    return 0
+

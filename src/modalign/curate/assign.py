@@ -1,0 +1,76 @@
+"""Concept assignment: which concept each pair (group) is about, from its captions (and its image).
+
+Concepts are embedded as prompts ("a photo of a {c}.") with the text encoder; each group's caption vector
+is the mean of its captions' normalised vectors; a group goes to the concept whose prompt is most similar
+(cosine). With an aligned model the group's image also votes: image-to-prompt similarities in the shared
+space are computed too, each similarity matrix is standardised per group (z-scores over the concepts, so
+the two spaces' different cosine scales do not matter) and mixed with weight `image_weight`.
+Every vector comes from the embedding store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from modalign.data.column import AlignedDataset, Column
+from modalign.pipeline import encode_column, select_rows
+
+
+def prompt_column(concepts: Sequence[str], prompt: str) -> Column:
+    """A text column of one prompt per concept ('{c}' replaced by the concept)."""
+    if "{c}" not in prompt:
+        raise ValueError(f"the concept prompt must contain '{{c}}' where the concept goes; got {prompt!r}")
+    texts = [prompt.replace("{c}", c) for c in concepts]
+    return Column("text", [f"prompt/{t}" for t in texts], texts, np.arange(len(texts)))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def group_vectors(dataset: AlignedDataset, entry: Any, modality: str, groups: np.ndarray,
+                  transform: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """((G, d) mean of the normalised vectors of each group's encoded items, (G,) bool: the group has one).
+
+    `groups` must be sorted; `transform` maps (n, d_in) stored vectors to (n, d) first (e.g. a projector).
+    """
+    rows = select_rows(dataset, entry, modality, groups)
+    vecs = entry.vectors(rows)
+    if transform is not None:
+        vecs = transform(vecs)
+    vecs = _unit(np.asarray(vecs, dtype=np.float64))  # (n, d)
+    pos = np.searchsorted(groups, dataset.column(modality).groups[rows])  # (n,) position in `groups`
+    sums = np.zeros((len(groups), vecs.shape[1]))
+    np.add.at(sums, pos, vecs)
+    counts = np.bincount(pos, minlength=len(groups))
+    return _unit(sums), counts > 0
+
+
+def prompt_vectors(store: Any, concepts: Sequence[str], prompt: str, encoder: Any, layer: str | list[str],
+                   transform: Any = None) -> np.ndarray:
+    """(C, d) normalised prompt vectors of the concepts, through the store."""
+    entry = encode_column(store, prompt_column(concepts, prompt), encoder, layer, progress=False)
+    if not np.all(entry.valid):
+        bad = [c for c, ok in zip(concepts, entry.valid, strict=True) if not ok]
+        raise ValueError(f"the text encoder rejected the prompt of concept(s) {bad[:5]}")
+    vecs = entry.vectors()
+    return _unit(np.asarray(transform(vecs) if transform is not None else vecs, dtype=np.float64))
+
+
+def _zscore_rows(s: np.ndarray) -> np.ndarray:
+    return (s - s.mean(axis=1, keepdims=True)) / np.maximum(s.std(axis=1, keepdims=True), 1e-12)
+
+
+def assign_concepts(caption_sim: np.ndarray, image_sim: np.ndarray | None = None,
+                    image_weight: float = 0.5) -> np.ndarray:
+    """(G,) index of each group's concept: argmax of the caption similarities (G, C), or of the mix of
+    per-group z-scores (1 - w) z(caption) + w z(image) when image similarities are given."""
+    if image_sim is None or image_weight <= 0:
+        return caption_sim.argmax(axis=1)
+    if not 0 <= image_weight <= 1:
+        raise ValueError(f"image_weight must lie in [0, 1], got {image_weight}")
+    mixed = (1 - image_weight) * _zscore_rows(caption_sim) + image_weight * _zscore_rows(image_sim)
+    return mixed.argmax(axis=1)
