@@ -1,0 +1,195 @@
+"""Vector indexes behind one small interface, built on FAISS (`pip install faiss-cpu`, extra `search`).
+
+Kinds (a registry: `register_kind`, `list_kinds`, `create_vector_index`), all inner product on
+L2-normalised vectors (= cosine):
+  flat      exact brute force; the right choice up to ~50k vectors
+  hnsw      graph index (HNSW, M=32): fast approximate search, no training; deletes are tombstones
+  ivf       inverted lists over k-means cells (nlist ~ 4 sqrt(n)), flat vectors; needs training vectors
+  ivf-int8  ivf with 8-bit scalar-quantised vectors (4x smaller)
+  ivf-pq    ivf with product quantisation (dim/8 bytes per vector with m = dim/8 sub-quantisers of 8 bits)
+`auto_kind(n)` picks flat below 50k vectors, hnsw below 2M, ivf-int8 above.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FLAT_LIMIT = 50_000  # auto: exact search below this many vectors
+HNSW_LIMIT = 2_000_000  # auto: HNSW below this, IVF-int8 above
+
+
+def faiss_module() -> Any:
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError("the search index needs FAISS: pip install 'modalign[search]' (or faiss-cpu)") from e
+    return faiss
+
+
+@dataclass
+class IndexParams:
+    hnsw_m: int = 32  # HNSW: neighbours per node
+    ef_construction: int = 80  # HNSW: build-time beam width
+    ef_search: int = 64  # HNSW: query-time beam width (recall vs speed)
+    nlist: int = 0  # IVF: number of cells (0: 4 * sqrt(n_train), at least 16)
+    nprobe: int = 16  # IVF: cells visited per query
+    pq_m: int = 0  # IVF-PQ: sub-quantisers (0: dim // 8)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+Factory = Callable[[int, IndexParams, int], Any]  # (dim, params, n_train) -> faiss index
+_KINDS: dict[str, tuple[Factory, bool]] = {}  # kind -> (factory, needs training)
+
+
+def register_kind(name: str, needs_training: bool = False) -> Callable[[Factory], Factory]:
+    def wrap(factory: Factory) -> Factory:
+        if name in _KINDS:
+            logger.warning("index kind %r registered twice; the later registration wins", name)
+        _KINDS[name] = (factory, needs_training)
+        return factory
+    return wrap
+
+
+def list_kinds() -> list[str]:
+    return list(_KINDS)
+
+
+def auto_kind(n: int) -> str:
+    return "flat" if n < FLAT_LIMIT else "hnsw" if n < HNSW_LIMIT else "ivf-int8"
+
+
+def _nlist(params: IndexParams, n_train: int) -> int:
+    return params.nlist or max(16, min(int(4 * math.sqrt(max(n_train, 1))), max(16, n_train // 39)))
+
+
+@register_kind("flat")
+def _flat(dim: int, params: IndexParams, n_train: int) -> Any:
+    faiss = faiss_module()
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+@register_kind("hnsw")
+def _hnsw(dim: int, params: IndexParams, n_train: int) -> Any:
+    faiss = faiss_module()
+    inner = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = params.ef_construction
+    return faiss.IndexIDMap2(inner)
+
+
+def _ivf(dim: int, params: IndexParams, n_train: int, code: str) -> Any:
+    faiss = faiss_module()
+    nlist = _nlist(params, n_train)
+    quantizer = faiss.IndexFlatIP(dim)
+    if code == "flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    elif code == "int8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT)
+    else:
+        m = params.pq_m or max(1, dim // 8)
+        if dim % m:
+            raise ConfigError(f"ivf-pq needs the dimension ({dim}) to be a multiple of pq_m ({m})")
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.own_fields = True
+    index.nprobe = params.nprobe
+    index._quantizer_ref = quantizer  # keep the Python object alive with the index
+    return index
+
+
+register_kind("ivf", needs_training=True)(lambda d, p, n: _ivf(d, p, n, "flat"))
+register_kind("ivf-int8", needs_training=True)(lambda d, p, n: _ivf(d, p, n, "int8"))
+register_kind("ivf-pq", needs_training=True)(lambda d, p, n: _ivf(d, p, n, "pq"))
+
+
+class VectorIndex:
+    """A FAISS index with int64 ids: add, remove (or tombstone), search, save, load."""
+
+    def __init__(self, index: Any, kind: str, dim: int, params: IndexParams):
+        self.index, self.kind, self.dim, self.params = index, kind, dim, params
+
+    @classmethod
+    def create(cls, kind: str, dim: int, params: IndexParams | None = None,
+               train_vectors: np.ndarray | None = None) -> VectorIndex:
+        if kind not in _KINDS:
+            raise ConfigError(f"unknown index kind {kind!r}; known: {', '.join(_KINDS)} (or 'auto')")
+        params = params or IndexParams()
+        factory, needs_training = _KINDS[kind]
+        n_train = 0 if train_vectors is None else len(train_vectors)
+        index = factory(dim, params, n_train)
+        if needs_training:
+            nlist = _nlist(params, n_train)
+            if train_vectors is None or n_train < nlist:
+                raise ConfigError(f"index kind {kind!r} needs training vectors (at least {nlist}, better "
+                                  f"{39 * nlist}); got {n_train}. Use --kind flat or hnsw for small collections")
+            index.train(_as_f32(train_vectors))
+            faiss = faiss_module()
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() that survives remove_ids()
+        out = cls(index, kind, dim, params)
+        out.apply_search_params()
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, kind: str, dim: int, params: IndexParams) -> VectorIndex:
+        faiss = faiss_module()
+        out = cls(faiss.read_index(str(path)), kind, dim, params)
+        out.apply_search_params()
+        return out
+
+    def save(self, path: str | Path) -> None:
+        faiss_module().write_index(self.index, str(path))
+
+    def apply_search_params(self) -> None:
+        faiss = faiss_module()
+        inner = faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap) else self.index
+        if hasattr(inner, "hnsw"):
+            inner.hnsw.efSearch = self.params.ef_search
+        if hasattr(inner, "nprobe"):
+            inner.nprobe = self.params.nprobe
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:  # vectors: (n, dim); ids: (n,) int64
+        vectors = _as_f32(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ConfigError(f"vectors of shape {vectors.shape} do not fit a {self.dim}-d index")
+        self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> bool:
+        """Removes the ids; False when this kind cannot (HNSW): the caller then keeps tombstones."""
+        try:
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            return True
+        except RuntimeError:
+            return False
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n_q, dim) -> scores (n_q, k), ids (n_q, k); id -1 where fewer than k vectors exist."""
+        k = max(1, min(int(k), max(self.ntotal, 1)))
+        scores, ids = self.index.search(_as_f32(queries), k)
+        return scores, ids
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """(n, dim) stored vectors (approximate for quantised kinds); flat and hnsw keep them exactly."""
+        faiss = faiss_module()
+        if isinstance(self.index, faiss.IndexIDMap2):
+            return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+
+
+def _as_f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)

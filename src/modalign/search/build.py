@@ -1,0 +1,132 @@
+"""From a collection and a saved model to index entries: encode through the EmbeddingStore, project, add.
+
+    collection = load_collection("my_photos/")        # plain image folder, class folders, pairs file, 'tuxpaint'
+    index = build_index("runs/tux", collection, "indexes/tux", store=EmbeddingStore(".modalign/store"))
+    add_collection(index, model, collection, store)   # incremental: already indexed keys are skipped
+
+Frozen-encoder features go through the store (keyed by content), so an image is encoded once, whatever
+index or model reads it; only the cheap projector runs per build.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.data.column import Column
+from modalign.errors import ConfigError
+from modalign.search.backends import IndexParams
+from modalign.search.index import SearchIndex
+from modalign.search.metadata import Item
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Collection:
+    """What to index: one column per modality (image and/or text), captions per group when known."""
+
+    name: str
+    columns: dict[str, Column]  # modality -> column
+    captions: dict[int, str]  # group -> its first caption (shown beside image hits)
+    root: Path | None = None  # image ids are relative to it
+
+
+def load_collection(spec: str) -> Collection:
+    """A plain folder of images (any depth), or anything `modalign.data.load_dataset` reads."""
+    from modalign.data.column import AlignedDataset, LabelledDataset
+    from modalign.data.folders import class_folders, find_images
+    from modalign.data.pairs import pairs_format
+
+    path = Path(spec).expanduser()
+    if path.is_dir() and not class_folders(path) and not any(pairs_format(p) for p in path.iterdir() if p.is_file()):
+        images = find_images(path)
+        if not images:
+            raise ConfigError(f"no images under {path}")
+        col = Column("image", [p.relative_to(path).as_posix() for p in images], images, np.arange(len(images)))
+        return Collection(path.name, {"image": col}, {}, path.resolve())
+    from modalign.data.registry import load_dataset
+
+    data = load_dataset(spec)
+    if isinstance(data, LabelledDataset):
+        return Collection(data.name, {"image": data.column}, {}, data.root)
+    if not isinstance(data, AlignedDataset):
+        raise ConfigError(f"cannot index data set {spec!r} of type {type(data).__name__}")
+    captions: dict[int, str] = {}
+    if "text" in data.columns:
+        text = data.column("text")
+        for g, cap in zip(text.groups.tolist(), text.items, strict=True):
+            captions.setdefault(int(g), str(cap))
+    return Collection(data.name, dict(data.columns), captions, data.root)
+
+
+def encode_collection(model: Any, collection: Collection, modality: str, store: Any,
+                      rows: np.ndarray | None = None, batch_size: int = 32,
+                      progress: bool = True) -> tuple[np.ndarray, list[Item]]:
+    """(n, embed_dim) projected vectors and their items, skipped (unreadable) items left out."""
+    from modalign.pipeline import encode_column, valid_rows
+
+    if modality not in collection.columns:
+        raise ConfigError(f"collection {collection.name!r} has no {modality} items; it has "
+                          f"{', '.join(collection.columns)}")
+    column = collection.columns[modality]
+    tower = model.towers[modality]
+    stored = encode_column(store, column, model.encoder(modality), tower.layer, batch_size=batch_size,
+                           progress=progress)
+    rows = np.arange(len(column)) if rows is None else np.asarray(rows, dtype=np.int64)
+    rows = valid_rows(stored, rows)
+    feats = np.ascontiguousarray(stored.vectors(rows), dtype=np.float32)  # (n, input_dim)
+    vectors = project_in_batches(model, modality, feats)  # (n, embed_dim)
+    items = [_item(collection, column, int(r), tower.encoder) for r in rows]
+    return vectors, items
+
+
+def project_in_batches(model: Any, modality: str, feats: np.ndarray, batch: int = 4096) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        parts = [model.project(modality, feats[s:s + batch]).cpu().numpy() for s in range(0, len(feats), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.embed_dim), dtype=np.float32)
+
+
+def _item(collection: Collection, column: Column, row: int, tower: str) -> Item:
+    raw = column.items[row]
+    group = int(column.groups[row])
+    if column.modality == "text":
+        return Item(column.ids[row], "text", None, str(raw), tower)
+    path = str(Path(raw).resolve()) if isinstance(raw, str | Path) else None
+    return Item(column.ids[row], column.modality, path, collection.captions.get(group), tower)
+
+
+def build_index(model_dir: str | Path, collection: Collection, out: str | Path, store: Any,
+                modality: str = "image", kind: str = "auto", params: IndexParams | None = None,
+                overwrite: bool = False, batch_size: int = 32, progress: bool = True,
+                model: Any = None) -> SearchIndex:
+    """Encodes the collection with the model's `modality` tower and writes a new index folder."""
+    from modalign.model import AlignedModel
+
+    model = model or AlignedModel.from_pretrained(model_dir)
+    vectors, items = encode_collection(model, collection, modality, store, batch_size=batch_size,
+                                       progress=progress)
+    index = SearchIndex.create(out, model_dir, model.embed_dim, modality, kind, expected_size=len(items),
+                               params=params, train_vectors=vectors, overwrite=overwrite)
+    index.add(vectors, items)
+    logger.info("indexed %d %s items of %s", len(items), modality, collection.name)
+    return index
+
+
+def add_collection(index: SearchIndex, model: Any, collection: Collection, store: Any,
+                   batch_size: int = 32, progress: bool = True) -> int:
+    """Adds the collection's items that are not indexed yet; returns how many were added."""
+    vectors, items = encode_collection(model, collection, index.info.modality, store, batch_size=batch_size,
+                                       progress=progress)
+    return index.add(vectors, items)
+
+
+def keys_of(collection: Collection, modality: str) -> Sequence[str]:
+    return collection.columns[modality].ids if modality in collection.columns else []
