@@ -134,3 +134,20 @@ def test_train_config_round_trip_and_unknown_keys():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown training option"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_fused_clip_loss_matches_cross_entropy_value_and_gradient():
+    torch.manual_seed(0)
+    a = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(math.log(20.0), dtype=torch.float64, requires_grad=True)
+    ours = clip_loss(a, b, scale)
+    grads = torch.autograd.grad(ours, (a, b, scale))
+    an, bn = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    logits = scale.exp() * an @ bn.t()
+    target = torch.arange(7)
+    ref = 0.5 * (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.t(), target))
+    ref_grads = torch.autograd.grad(ref, (a, b, scale))
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-12)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-12)

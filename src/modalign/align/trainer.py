@@ -12,7 +12,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from modalign.align.losses import AlignmentLoss, LossInputs, create_loss, log_te
 from modalign.align.projectors import ProjectorConfig, fit_input_statistics
 from modalign.align.samplers import MultiPositiveSampler, iter_batches, max_items_per_group
 from modalign.errors import ConfigError
-from modalign.evaluate.retrieval import retrieval_metrics
+from modalign.evaluate.retrieval import pairwise_retrieval_metrics, retrieval_metrics
 from modalign.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class TrainConfig:
     loss_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that loss
     items_per_group: int = 1  # >1: up to this many items per modality and group in a batch (needs a
     #                           multi-positive loss: several captions of one image as positives)
+    trainable: list[str] | None = None  # modalities whose projectors train (None: all); the others stay
+    #                                     frozen (no gradients, eval mode), e.g. adding a modality to a model
+    eval_pairs: list[list[str]] | None = None  # modality pairs validated each epoch; None: the first two
+    #                                            (image, text), or with `trainable` each trainable one vs the rest
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -95,11 +99,42 @@ def _param_groups(modules: torch.nn.Module | list[torch.nn.Module], weight_decay
 
 
 @torch.no_grad()
-def evaluate_features(model: Any, data: FeatureSet) -> dict[str, float]:
-    """Retrieval metrics between the first two modalities of `data` (image/text when present)."""
-    a, b = modality_order(data.modalities)[:2]
-    ea, eb = model.project(a, data.features[a]), model.project(b, data.features[b])
-    return retrieval_metrics(ea, eb, data.groups[a].numpy(), data.groups[b].numpy())
+def evaluate_features(model: Any, data: FeatureSet, pairs: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
+    """Retrieval metrics between the first two modalities of `data` (image/text when present).
+
+    `pairs` (e.g. [("audio", "text"), ("audio", "image")]): pairwise metrics of each pair instead
+    (evaluate.retrieval.pairwise_retrieval_metrics names), and `mean_recall@1` averaged over the pairs.
+    """
+    if pairs is None:
+        a, b = modality_order(data.modalities)[:2]
+        ea, eb = model.project(a, data.features[a]), model.project(b, data.features[b])
+        return retrieval_metrics(ea, eb, data.groups[a].numpy(), data.groups[b].numpy())
+    out: dict[str, float] = {}
+    for a, b in pairs:
+        ea, eb = model.project(a, data.features[a]), model.project(b, data.features[b])
+        out.update(pairwise_retrieval_metrics(ea, eb, data.groups[a].numpy(), data.groups[b].numpy(), (a, b)))
+    out["mean_recall@1"] = sum(out[f"{a}_{b}_mean_recall@1"] for a, b in pairs) / max(1, len(pairs))
+    return out
+
+
+def default_eval_pairs(cfg: TrainConfig, modalities: Sequence[str]) -> list[tuple[str, str]] | None:
+    """The validation pairs: cfg.eval_pairs, else each trainable modality against every other one."""
+    if cfg.eval_pairs is not None:
+        return [(a, b) for a, b in cfg.eval_pairs]
+    if cfg.trainable is None:
+        return None
+    return [(m, o) for m in cfg.trainable for o in modality_order(modalities) if o != m]
+
+
+def _frozen(model: Any, cfg: TrainConfig) -> list[str]:
+    """Modalities whose projectors stay as they are; checks cfg.trainable against the model's towers."""
+    if cfg.trainable is None:
+        return []
+    unknown = set(cfg.trainable) - set(model.projectors)
+    if unknown or not cfg.trainable:
+        raise ConfigError(f"trainable modalities {sorted(cfg.trainable)} must be a non-empty subset of the "
+                          f"model's towers {sorted(model.projectors)}")
+    return [m for m in model.projectors if m not in cfg.trainable]
 
 
 Evaluator = Callable[[Any], Mapping[str, float]]  # model -> metrics, e.g. align.evaluators.ZeroShotEvaluator
@@ -159,14 +194,19 @@ def train(
     batch = min(cfg.batch_size, n_groups)
     steps_per_epoch = math.ceil(n_groups / batch)
     total_steps = cfg.epochs * steps_per_epoch
+    frozen = _frozen(model, cfg)
     for m, proj in model.projectors.items():
-        fit_input_statistics(proj, feats[m])
+        if m in frozen:
+            proj.requires_grad_(False)  # a frozen tower: its statistics and weights stay as they are
+        else:
+            fit_input_statistics(proj, feats[m])
+    eval_pairs = default_eval_pairs(cfg, val_data.modalities) if val_data is not None else None
     init_temperature = cfg.init_temperature if cfg.init_temperature is not None else loss_fn.default_temperature
     with torch.no_grad():
         model.logit_scale.fill_(log_temperature(init_temperature))
     model.logit_scale.requires_grad_(cfg.learn_temperature)
-    optimizer = torch.optim.AdamW(_param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
-                                  eps=1e-6)
+    optimizer = torch.optim.AdamW(_param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr,
+                                  betas=(0.9, 0.98), eps=1e-6, foreach=True)
     max_scale = math.log(cfg.max_logit_scale)
 
     history: list[dict[str, float]] = []
@@ -175,6 +215,8 @@ def train(
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress or None, leave=False)
     for epoch in bar:
         model.train()
+        for m in frozen:
+            model.projectors[m].eval()  # no dropout: frozen towers give the same embeddings as at inference
         loss_fn.train()
         epoch_loss, n_batches, parts_sum = 0.0, 0, {}
         for i, rows in enumerate(iter_batches(sampler, batch)):
@@ -205,7 +247,7 @@ def train(
         record.update({f"train_{k}": v / max(1, n_batches) for k, v in parts_sum.items()})
         metrics = None
         if val_data is not None:
-            metrics = evaluate_features(model, val_data)
+            metrics = evaluate_features(model, val_data, eval_pairs)
             record.update({f"val_{k}": v for k, v in metrics.items() if not k.startswith("n_")})
         for name, evaluator in (evaluators or {}).items():
             with torch.no_grad():
@@ -229,6 +271,8 @@ def train(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    for m in frozen:
+        model.projectors[m].requires_grad_(True)  # frozen for this run only
     model.eval()
     seconds = time.perf_counter() - t0
     return TrainResult(history, best_epoch, best_metrics, seconds, step,

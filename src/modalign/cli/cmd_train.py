@@ -6,6 +6,7 @@ import argparse
 import tomllib
 from pathlib import Path
 
+from modalign.align.methods import list_methods
 from modalign.cli.common import add_common, open_store, print_table
 
 RESULT_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "into train/val/test, train projectors with symmetric InfoNCE, fit ridge and Procrustes "
                     "baselines on the same features, and write a run folder that `AlignedModel."
                     "from_pretrained` and `modalign eval` load. Flags override --config.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+)
     p.add_argument("--pairs", required=True,
                    help="pairs file (.csv/.jsonl/.parquet with 'image' and 'caption' columns; image paths "
                         "relative to the file), a saved HF dataset, or 'tuxpaint'")
@@ -39,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--layer-mix", action="append", metavar="[MODALITY=]MODE",
                    help="with several layers: 'concat' them, or a learned softmax-weighted 'mean' (layers of "
                         "equal width); 'text=mean' sets one modality (default: concat)")
-    g.add_argument("--method", help="alignment method: mlp, linear, ridge, procrustes (default: mlp)")
+    g.add_argument("--method", help="alignment method (default: mlp): " + ", ".join(list_methods()))
     g.add_argument("--out-dim", type=int, help="shared embedding width (default: 512)")
     g.add_argument("--hidden-dim", type=int, help="MLP hidden width (default: 1024)")
     g.add_argument("--depth", type=int, help="MLP linear layers (default: 2)")

@@ -15,8 +15,12 @@ from modalign.cli import (
     cmd_encode,
     cmd_encoders,
     cmd_eval,
+    cmd_extend,
+    cmd_index,
     cmd_quickstart,
+    cmd_search,
     cmd_select,
+    cmd_serve,
     cmd_train,
 )
 from modalign.cli.common import setup_logging
@@ -25,6 +29,8 @@ from modalign.errors import ModalignError
 COMMANDS = [cmd_quickstart, cmd_encoders, cmd_encode, cmd_train, cmd_eval]
 COMMANDS += [cmd_select, cmd_curate]
 COMMANDS += [cmd_diagnose]
+COMMANDS += [cmd_extend]
+COMMANDS += [cmd_index, cmd_search, cmd_serve]  # search: modalign.search
 
 DESCRIPTION = """\
 modalign aligns frozen unimodal encoders (an image model, a text model) into one CLIP-like

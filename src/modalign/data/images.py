@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 from modalign.errors import InvalidItem
 
-# SVGs are rendered so that their longer side has at least this many pixels (encoders then resize).
-SVG_MIN_SIDE = 448
+# SVGs are rendered at this width (height by aspect ratio); encoders then resize as for any image.
+SVG_RENDER_WIDTH = 448
 # Decompression-bomb guard: refuse images above this many pixels (PIL's default is 89M and only warns).
 MAX_PIXELS = 64_000_000
 
@@ -52,18 +51,19 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
     return to_rgb(img, background)
 
 
-def render_svg(path: Path, min_side: int = SVG_MIN_SIDE) -> Image.Image:
-    """Rasterises an SVG (resvg, via the optional `resvg-py` package) so its longer side is >= min_side."""
+def render_svg(path: Path, width: int = SVG_RENDER_WIDTH) -> Image.Image:
+    """Rasterises an SVG (resvg, via the optional `resvg-py` package) at `width` pixels, aspect kept.
+
+    One render at the size the encoders need: rendering at the natural size (often 1000+ px) and
+    downsizing cost several times more, and the width is part of every image encoder's cache key.
+    """
     try:
         import resvg_py
     except ImportError as e:
         raise InvalidItem("unsupported format: SVG needs the optional package resvg-py "
                           "(pip install 'modalign[svg]')") from e
     try:
-        img = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path)))))
-        if max(img.size) < min_side:  # small natural size: render again, zoomed, instead of upsampling pixels
-            zoom = math.ceil(min_side / max(1, max(img.size)))
-            img = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path), zoom=zoom))))
+        img = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=width))))
         img.load()
     except (ValueError, OSError) as e:
         raise InvalidItem(f"undecodable SVG {path.name}: {e}") from e

@@ -28,7 +28,10 @@ class ImageTransform:
     pad_color: tuple[int, int, int] = (255, 255, 255)
 
     def describe(self) -> dict:
-        return asdict(self)
+        from modalign.data.images import SVG_RENDER_WIDTH
+
+        # decoding choices change the pixels too, so they belong in the cache key
+        return {**asdict(self), "svg_render_width": SVG_RENDER_WIDTH}
 
     def _resample(self) -> Image.Resampling:
         return Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR

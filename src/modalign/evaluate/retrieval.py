@@ -59,3 +59,33 @@ def retrieval_metrics(
     out["n_images"] = float(len(i2t))
     out["n_texts"] = float(len(t2i))
     return out
+
+
+def pairwise_retrieval_metrics(
+    a_emb: np.ndarray | torch.Tensor, b_emb: np.ndarray | torch.Tensor, a_groups: np.ndarray, b_groups: np.ndarray,
+    names: tuple[str, str], ks: tuple[int, ...] = (1, 5, 10),
+) -> dict[str, float]:
+    """Retrieval between any two modalities, named by query then target (e.g. names=("audio", "text")):
+
+      audio_text_recall@k   each audio item as the query: is one of its texts among the k most similar texts?
+      text_audio_recall@k   each text as the query: is one of its audio items among the k most similar?
+      audio_text_mean_recall@1   the mean of the two at k = 1
+    Positives share a group; queries with no positive among the candidates are left out (as above).
+    """
+    a_name, b_name = names
+    a = F.normalize(_as_tensor(a_emb), dim=-1)  # (n_a, d)
+    b = F.normalize(_as_tensor(b_emb), dim=-1)  # (n_b, d)
+    ga = torch.as_tensor(np.asarray(a_groups), dtype=torch.long)
+    gb = torch.as_tensor(np.asarray(b_groups), dtype=torch.long)
+    a2b, b2a = best_positive_ranks(a, b, ga, gb), best_positive_ranks(b, a, gb, ga)
+    a2b, b2a = a2b[a2b >= 0], b2a[b2a >= 0]
+    if len(a2b) == 0 or len(b2a) == 0:
+        raise ValueError(f"no query has a positive among the candidates: do the {a_name} and {b_name} groups match?")
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"{a_name}_{b_name}_recall@{k}"] = (a2b < k).float().mean().item()
+        out[f"{b_name}_{a_name}_recall@{k}"] = (b2a < k).float().mean().item()
+    out[f"{a_name}_{b_name}_mean_recall@1"] = 0.5 * ((a2b < 1).float().mean().item() + (b2a < 1).float().mean().item())
+    out[f"n_{a_name}"] = float(len(a2b))
+    out[f"n_{b_name}"] = float(len(b2a))
+    return out

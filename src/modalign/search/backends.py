@@ -103,9 +103,7 @@ def _ivf(dim: int, params: IndexParams, n_train: int, code: str) -> Any:
         if dim % m:
             raise ConfigError(f"ivf-pq needs the dimension ({dim}) to be a multiple of pq_m ({m})")
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-    index.own_fields = True
     index.nprobe = params.nprobe
-    index._quantizer_ref = quantizer  # keep the Python object alive with the index
     return index
 
 

@@ -5,13 +5,14 @@ A few gallery items ("hubs") end up near many queries. InvGC pushes every galler
 its neighbours in two reference sets, a reference gallery G (e.g. the indexed items) and reference
 queries Q (e.g. captions, for a text->image index):
 
-    x' = x - r_g * mean_j A(x, g_j) g_j - r_q * mean_j A(x, q_j) q_j,     then L2-normalised
+    x' = x - r_g * mean_j A(x, g_j) g_j - r_q * mean_j A(x, q_j) q_j      (x, g, q unit vectors)
 
 A is the adjacency. Plain InvGC: A(x, y) = cos(x, y) for every reference. LocalAdj: only the top
 `local_k` references of x keep their similarity, the others count 0 (the paper's local adjacency, which
 keeps far-away references from dragging every point alike). We use means instead of the paper's sums:
 the same up to rescaling r, but r then does not depend on the reference set size. r_g and r_q are
-chosen on held-out pairs (see `tune`).
+chosen on held-out pairs (see `tune`). x' is NOT re-normalised (scores are q . x'): a hub, similar to
+many references, loses norm and so score; re-normalising would undo exactly that.
 """
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ def _convolve(x: np.ndarray, ref: np.ndarray, local_k: int, block: int = 2048) -
 
 def invgc(gallery: np.ndarray, ref_gallery: np.ndarray, ref_queries: np.ndarray,
           config: InvGCConfig) -> np.ndarray:
-    """(n, d) gallery embeddings -> (n, d) adjusted, L2-normalised embeddings."""
+    """(n, d) gallery embeddings -> (n, d) adjusted embeddings (unit inputs, not re-normalised)."""
     x = _normalize(gallery)
     g, q = _normalize(ref_gallery), _normalize(ref_queries)
     y = x - config.r_gallery * _convolve(x, g, config.local_k) - config.r_query * _convolve(x, q, config.local_k)
-    return _normalize(y)
+    return y
 
 
 def tune(score: Callable[[InvGCConfig], float], r_values: Sequence[float] = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8),

@@ -1,0 +1,66 @@
+"""`modalign extend`: add a modality (audio ...) to an aligned model, its towers frozen."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+
+from modalign.cli.common import add_common, open_store, print_table, write_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extend", help="add a modality (e.g. audio) to an aligned model, leaving its towers untouched",
+        description="Progressive alignment: encode the new modality's column (cached in the store), freeze "
+                    "the model's towers and train only a projector for the new modality against the frozen "
+                    "embeddings of the anchor modalities. Writes a model folder with one more tower; the "
+                    "existing towers' embeddings are unchanged, bit for bit. Uses the run's split.json when "
+                    "there is one, so the base model's test items stay held out.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="aligned model folder (e.g. from `modalign train`)")
+    p.add_argument("--pairs", required=True,
+                   help="data set with the new modality's column and the anchor columns (e.g. tuxpaint-sounds)")
+    p.add_argument("--modality", default="audio", help="the column / tower to add (default: audio)")
+    p.add_argument("--encoder", default="logmel", help="encoder spec for it (default: logmel; e.g. whisper-tiny)")
+    p.add_argument("--layer", default=None, help="encoder layer to align (default: final)")
+    p.add_argument("--anchor", action="append", metavar="MODALITY",
+                   help="frozen tower(s) to align against; repeat for several (default: text)")
+    p.add_argument("--loss", default=None, help="training loss (default: infonce; symile needs two anchors)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the extended model")
+    p.add_argument("--config", type=Path, help="TOML file with ExtendConfig fields (a [train] table for training)")
+    p.add_argument("--epochs", type=int, help="max epochs (default: 200, early stopping on validation)")
+    p.add_argument("--seed", type=int, help="training seed (default: 0)")
+    p.add_argument("--json", type=Path, help="write the held-out metrics here")
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modalign.align.progressive import ExtendConfig, align_new_modality, split_by_names
+    from modalign.data.registry import load_dataset
+    from modalign.model import AlignedModel
+
+    cfg = ExtendConfig.from_dict(tomllib.loads(args.config.read_text()) if args.config else {})
+    if args.layer:
+        cfg.layer = args.layer
+    for flag in ("epochs", "seed", "loss"):
+        if getattr(args, flag) is not None:
+            setattr(cfg.train, flag, getattr(args, flag))
+    cfg.device = cfg.train.device = args.device
+    model = AlignedModel.from_pretrained(args.run_dir, device=args.device)
+    dataset = load_dataset(args.pairs)
+    split = None
+    split_file = args.run_dir / "split.json"
+    if split_file.is_file():
+        split = split_by_names(dataset, json.loads(split_file.read_text()))
+    bigger = align_new_modality(model, dataset, open_store(args), modality=args.modality, encoder=args.encoder,
+                                anchors=args.anchor or ["text"], config=cfg, split=split, progress=not args.quiet)
+    bigger.save_pretrained(args.out)
+    metrics = bigger.metadata["extend"]["test_metrics"]
+    rows = [{"metric": k, "value": v} for k, v in metrics.items() if "recall@" in k]
+    print_table(rows, ["metric", "value"], title=f"held-out retrieval of the new {args.modality} tower")
+    write_json(args.json, metrics)
+    print(f"model with towers {', '.join(bigger.towers)} saved to {args.out}")
+    return 0
