@@ -126,3 +126,27 @@ def test_packaged_whisper_tiny_encoder(tux_sounds):
     cos = feats[0] @ feats[1] / np.linalg.norm(feats[0]) / np.linalg.norm(feats[1])
     assert cos < 0.999  # two different sounds
     np.testing.assert_allclose(enc.encode(tux_sounds[:1])[0], feats[0], atol=1e-4)  # padding-independent
+
+
+def test_hf_audio_backend_uses_whisper_encoder_on_real_frames(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, vocab_size=64,
+                        num_mel_bins=80, max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                        decoder_start_token_id=1)
+    model = WhisperModel(cfg).eval()
+    folder = tmp_path / "tiny-whisper"
+    model.save_pretrained(folder)
+    WhisperFeatureExtractor().save_pretrained(folder)
+    enc = create_encoder(f"hf-audio:{folder}")
+    assert enc.layer_names() == ["hidden.0", "hidden.1", "final"] and enc.dim == 16
+    wave = tone(660, 0.5)  # 8000 samples -> 25 encoder frames of real audio
+    got = enc.encode([wave])[0]
+    feats = WhisperFeatureExtractor()([wave], sampling_rate=16_000, return_tensors="pt")["input_features"]
+    with torch.no_grad():
+        frames = model.encoder(feats).last_hidden_state[0]  # (1500, 16)
+    np.testing.assert_allclose(got, frames[:25].mean(0).numpy(), atol=1e-4)
+    assert not np.allclose(got, frames.mean(0).numpy(), atol=1e-3)  # the padding is left out
