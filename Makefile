@@ -7,7 +7,7 @@ VENV ?= .venv
 # timm needs torchvision, and the torchvision on PyPI imports only beside its matching torch; these two
 # releases lie on the build machines' disk. Users set TORCH_SPEC to their own build ("" keeps the installed one).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-DEBIAN_PACKAGES = tuxpaint-stamps-default dataset-fashion-mnist
+DEBIAN_PACKAGES = tuxpaint-stamps-default dataset-fashion-mnist chromium
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.modalign-setup
 

@@ -115,3 +115,12 @@ def test_serve_refuses_to_start_without_a_key(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MODALIGN_API_KEY", raising=False)
     assert main(["serve", str(tmp_path / "nowhere"), "-q"]) == 1
+
+
+def test_slow_requests_time_out_with_504(tmp_path, tux_images):
+    index, model = make_search_setup(tmp_path, tux_images[:2])
+    app = create_app(index, model, ServiceConfig(api_key=KEY, timeout_s=0.001))
+    c = TestClient(app)
+    r = c.post("/search/text", json={"text": "a bird " * 20}, headers=AUTH)
+    assert r.status_code == 504 and "longer than" in r.json()["error"]
+    assert c.get("/health").status_code == 200

@@ -187,6 +187,10 @@ class AlignedModel(nn.Module):
         """Loads a saved folder; `encoders` replaces a tower's encoder (spec or object), checked for a match."""
         from safetensors.torch import load_file
 
+        if str(directory).startswith("hf-hub:"):  # a Hugging Face Hub repo: download (or find in cache) first
+            from modalign.hub import resolve
+
+            directory = resolve(str(directory))
         directory = Path(directory)
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.is_file():

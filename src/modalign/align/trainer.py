@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -140,6 +140,22 @@ def _frozen(model: Any, cfg: TrainConfig) -> list[str]:
 Evaluator = Callable[[Any], Mapping[str, float]]  # model -> metrics, e.g. align.evaluators.ZeroShotEvaluator
 
 
+class BatchParallel(Protocol):
+    """How a training step spreads over processes (modalign.distributed.DataParallel); None: one process.
+
+    shard: the global batch's rows -> this process's part; gather: this process's embeddings, features and
+    groups -> the global batch's (embeddings keep their gradients); sync_gradients: after backward, make
+    every process hold the global batch's gradient.
+    """
+
+    def shard(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def gather(self, emb: dict[str, torch.Tensor], x: dict[str, torch.Tensor], groups: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
+
+    def sync_gradients(self, params: list[torch.Tensor]) -> None: ...
+
+
 def _make_sampler(train_data: FeatureSet, cfg: TrainConfig, loss_fn: AlignmentLoss,
                   gen: torch.Generator) -> GroupSampler | MultiPositiveSampler:
     if cfg.items_per_group < 1:
@@ -171,13 +187,15 @@ def _monitor_score(cfg: TrainConfig, record: dict[str, float], val_metrics: Mapp
 def train(
     model: Any, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
-    evaluators: Mapping[str, Evaluator] | None = None,
+    evaluators: Mapping[str, Evaluator] | None = None, parallel: BatchParallel | None = None,
 ) -> TrainResult:
     """Trains `model.projectors` and `model.logit_scale` in place; leaves the best validation weights.
 
     `evaluators`: name -> callable(model) -> metrics, run after each epoch's validation; their metrics are
     logged as `{name}_{metric}` (and `cfg.monitor` may name one, e.g. "zs_acc1"). A loss with parameters
     of its own (the sigmoid bias) trains them beside the projectors; they are not part of the model.
+    `parallel`: data-parallel training over processes (modalign.distributed): each process projects its
+    shard of every global batch and the loss sees the whole batch; the result equals one process's.
     """
     from tqdm.auto import tqdm
 
@@ -222,15 +240,22 @@ def train(
         for i, rows in enumerate(iter_batches(sampler, batch)):
             if n_groups - i * batch < 2:
                 continue  # a last batch of one group has no negatives
+            if parallel is not None:
+                rows = parallel.shard(rows)  # this process's part of the global batch
             idx = {m: r.to(device) for m, r in rows.items()}
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, cfg)
             x = {m: feats[m][r] for m, r in idx.items()}  # (b_m, d_m) frozen features
             emb = {m: model.projectors[m](xm) for m, xm in x.items()}  # (b_m, embed_dim) each
-            inputs = LossInputs(emb, x, {m: groups[m][r] for m, r in idx.items()}, epoch=epoch + i / steps_per_epoch)
+            g = {m: groups[m][r] for m, r in idx.items()}
+            if parallel is not None:
+                emb, x, g = parallel.gather(emb, x, g)  # the global batch, gradients flowing back to each shard
+            inputs = LossInputs(emb, x, g, epoch=epoch + i / steps_per_epoch)
             loss = loss_fn(inputs, model.logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if parallel is not None:
+                parallel.sync_gradients([p for group in optimizer.param_groups for p in group["params"]])
             optimizer.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, max_scale)

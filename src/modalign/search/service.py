@@ -106,7 +106,7 @@ def create_app(index: Any, model: Any, config: ServiceConfig, reranker: Any = No
         open_path = path in ("/health", "/", "/favicon.ico")
         if not open_path and not authorized(request):
             return JSONResponse({"error": "missing or wrong API key: send 'Authorization: Bearer KEY' "
-                                              "or 'X-API-Key: KEY'"}, status_code=401)
+                                          "or 'X-API-Key: KEY'"}, status_code=401)
         size = request.headers.get("content-length")
         if size and size.isdigit() and int(size) > config.max_request_bytes:
             return JSONResponse({"error": f"request body of {size} bytes exceeds the limit of "

@@ -1,0 +1,214 @@
+"""Search benchmarks, three parts (each writes benchmarks/results/index_<part>.json):
+
+  ann     query latency, recall@10 against exact search, build time and memory for each index kind, on
+          vectors drawn to match real stored embeddings (mean + covariance of Tux Paint projected image
+          embeddings of --model; Gaussian sampling, then L2-normalised)
+  invgc   InvGC / LocalAdj effect on Tux Paint held-out retrieval (references: train split; r tuned on val)
+  compat  upgrade without re-indexing: recall on held-out pairs with (a) old entries, (b) 50/50 old and
+          compat-new entries, (c) all compat-new, (d) 50/50 old and naive new-model entries
+
+  python benchmarks/bench_index.py ann --model runs/tux --n 200000
+  python benchmarks/bench_index.py invgc --model runs/tux
+  python benchmarks/bench_index.py compat --model runs/tux --new-model runs/tux-lite2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, machine_info  # noqa: E402
+
+STORE = os.environ.get("MODALIGN_STORE", "/tmp/modalign-store")
+
+
+def _tux(model_dir: Path):
+    from modalign.data.tuxpaint import load_tuxpaint
+    from modalign.store import EmbeddingStore
+
+    data = load_tuxpaint()
+    names = json.loads((model_dir / "split.json").read_text())
+    index = {n: i for i, n in enumerate(data.group_names)}
+    split = {k: np.array(sorted(index[n] for n in v if n in index), dtype=np.int64) for k, v in names.items()}
+    return data, split, EmbeddingStore(STORE)
+
+
+def _embed(model, data, store, modality: str, groups: np.ndarray, encoder=None, layer=None):
+    """(n, d) projected embeddings of the split's `modality` items and their groups."""
+    from modalign.search.build import project_in_batches
+    from modalign.search.compat import stored_features
+
+    col = data.column(modality)
+    rows = data.rows_of_groups(modality, groups)
+    enc = encoder or model.encoder(modality)
+    feats, rows = stored_features(store, col, enc, layer or model.towers[modality].layer, rows)
+    return project_in_batches(model, modality, feats), col.groups[rows]
+
+
+def _recall(img, ig, txt, tg) -> dict[str, float]:
+    from modalign.evaluate.retrieval import retrieval_metrics
+
+    m = retrieval_metrics(img, txt, ig, tg)
+    return {k: round(m[k], 4) for k in ("image_retrieval_recall@1", "image_retrieval_recall@5",
+                                        "image_retrieval_recall@10", "text_retrieval_recall@1",
+                                        "text_retrieval_recall@5")}
+
+
+def part_invgc(args) -> dict:
+    from modalign.model import AlignedModel
+    from modalign.search.invgc import InvGCConfig, invgc, tune
+
+    model = AlignedModel.from_pretrained(args.model)
+    data, split, store = _tux(args.model)
+    emb = {s: {m: _embed(model, data, store, m, split[s]) for m in ("image", "text")} for s in ("train", "val", "test")}
+    ref_g, ref_q = emb["train"]["image"][0], emb["train"]["text"][0]
+
+    def score(split_name: str, cfg: InvGCConfig) -> dict[str, float]:
+        (img, ig), (txt, tg) = emb[split_name]["image"], emb[split_name]["text"]
+        return _recall(invgc(img, ref_g, ref_q, cfg), ig, txt, tg)
+
+    out = {"none": score("test", InvGCConfig(0.0, 0.0, 0))}
+    grids = {"invgc": ((0.0, 0.5, 1.0, 2.0, 5.0), (0,)), "invgc_localadj": ((0.0, 0.1, 0.2, 0.5, 1.0), (5, 10, 25, 50))}
+    for name, (rs, ks) in grids.items():
+        cfg, val = tune(lambda c: score("val", c)["image_retrieval_recall@1"]
+                        + score("val", c)["text_retrieval_recall@1"], r_values=rs, local_ks=ks)
+        out[name] = {**score("test", cfg), "config": cfg.to_dict(), "val_mean_recall@1": round(val / 2, 4)}
+    return out
+
+
+def part_compat(args) -> dict:
+    from modalign.encoders.registry import create_encoder
+    from modalign.model import AlignedModel
+    from modalign.search.compat import CompatConfig, train_compat
+
+    old = AlignedModel.from_pretrained(args.model)
+    data, split, store = _tux(args.model)
+    new_enc = create_encoder(args.new_encoder)
+    t0 = time.perf_counter()
+    bundle = train_compat(old, args.model, new_enc, data, store, split["train"], CompatConfig(epochs=args.epochs))
+    t_train = time.perf_counter() - t0
+    if args.save_bundle:
+        bundle.save_pretrained(args.save_bundle)
+    test = split["test"]
+    txt, tg = _embed(old, data, store, "text", test)
+    img_old, ig = _embed(old, data, store, "image", test)
+    img_new, ig2 = _embed(bundle, data, store, "image", test)
+    if not np.array_equal(ig, ig2):
+        raise SystemExit("old and new encoders read different test images; cannot compare")
+    half = np.random.default_rng(0).permutation(len(ig)) < len(ig) // 2  # which entries are upgraded
+    mixed = np.where(half[:, None], img_new, img_old)
+    out = {"a_all_old": _recall(img_old, ig, txt, tg), "b_mixed_50_50": _recall(mixed, ig, txt, tg),
+           "c_full_reindex_compat": _recall(img_new, ig, txt, tg)}
+    if args.new_model:
+        naive = AlignedModel.from_pretrained(args.new_model)
+        img_naive, ig3 = _embed(naive, data, store, "image", test)
+        txt_naive, _ = _embed(naive, data, store, "text", test)
+        out["d_naive_mix_50_50"] = _recall(np.where(half[:, None], img_naive, img_old), ig, txt, tg)
+        out["new_model_own_space"] = _recall(img_naive, ig3, txt_naive, tg)
+    out["compat_train_seconds"] = round(t_train, 1)
+    return out
+
+
+def part_ann(args) -> dict:
+    from modalign.model import AlignedModel
+    from modalign.search.backends import IndexParams, VectorIndex, faiss_module
+
+    faiss_module().omp_set_num_threads(args.threads)
+    model = AlignedModel.from_pretrained(args.model)
+    data, split, store = _tux(args.model)
+    real, _ = _embed(model, data, store, "image", np.arange(data.n_groups))
+    mean, cov = real.mean(0), np.cov(real, rowvar=False)
+    rng = np.random.default_rng(0)
+    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(len(cov)))
+
+    def draw(n: int) -> np.ndarray:
+        out = np.empty((n, len(mean)), dtype=np.float32)
+        for s in range(0, n, 50_000):
+            z = rng.standard_normal((min(50_000, n - s), len(mean))).astype(np.float32)
+            x = mean + z @ chol.T.astype(np.float32)
+            out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+    base, queries = draw(args.n), draw(args.queries)
+    real_stats = {"mean_pairwise_cos_real": float((real @ real.T).mean()),
+                  "mean_pairwise_cos_synthetic": float((base[:2000] @ base[:2000].T).mean())}
+    exact = VectorIndex.create("flat", base.shape[1])
+    exact.add(base, np.arange(len(base)))
+    _, truth = exact.search(queries, 10)
+    rows = []
+    for kind in args.kinds.split(","):
+        rss0 = _rss_mb()
+        t0 = time.perf_counter()
+        train = base[rng.choice(len(base), min(len(base), 100_000), replace=False)] if kind.startswith("ivf") else None
+        vi = VectorIndex.create(kind, base.shape[1], IndexParams(nprobe=args.nprobe, ef_search=args.ef_search), train)
+        for s in range(0, len(base), 100_000):
+            vi.add(base[s:s + 100_000], np.arange(s, min(s + 100_000, len(base))))
+        build = time.perf_counter() - t0
+        mem = _index_bytes(vi) / 2**20
+        vi.search(queries[:10], 10)
+        lat = []
+        for q in queries:
+            t1 = time.perf_counter()
+            _, ids = vi.search(q[None], 10)
+            lat.append(time.perf_counter() - t1)
+        _, ids = vi.search(queries, 10)
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]))
+        rows.append({"kind": kind, "n": args.n, "nprobe": args.nprobe, "ef_search": args.ef_search, "dim": int(base.shape[1]), "build_s": round(build, 2),
+                     "index_mb": round(mem, 1), "rss_growth_mb": round(_rss_mb() - rss0, 1),
+                     "latency_p50_ms": round(1000 * float(np.median(lat)), 3),
+                     "latency_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+                     "recall@10_vs_exact": round(recall, 4)})
+        print(json.dumps(rows[-1]), flush=True)
+        del vi
+    return {"rows": rows, "threads": args.threads, **real_stats}
+
+
+def _index_bytes(vi) -> int:
+    faiss = __import__("faiss")
+    return len(faiss.serialize_index(vi.index))
+
+
+def _rss_mb() -> float:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=["ann", "invgc", "compat"])
+    p.add_argument("--model", type=Path, required=True, help="a Tux Paint run folder (with split.json)")
+    p.add_argument("--new-model", type=Path, help="compat: a run trained on the new encoder (for the naive mix)")
+    p.add_argument("--new-encoder", default="effnet-lite2")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--save-bundle", type=Path)
+    p.add_argument("--n", type=int, default=200_000, help="ann: vectors in the index")
+    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--kinds", default="flat,hnsw,ivf,ivf-int8,ivf-pq")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--nprobe", type=int, default=16, help="ann: IVF cells visited per query")
+    p.add_argument("--ef-search", type=int, default=64, help="ann: HNSW query beam width")
+    p.add_argument("--tag", default="", help="suffix of the results file (index_<part>_<tag>.json)")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    out = {"part": args.part, "args": {k: str(v) for k, v in vars(args).items()},
+           **{"ann": part_ann, "invgc": part_invgc, "compat": part_compat}[args.part](args)}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["machine"] = machine_info()
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"index_{args.part}{'_' + args.tag if args.tag else ''}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
