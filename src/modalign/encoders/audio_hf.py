@@ -15,7 +15,6 @@ CLAP has one layer, `final`: ClapModel.get_audio_features, its projected audio e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 
 from modalign.data.audio import load_audio
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
-from modalign.encoders.common import is_local_path, model_folder_fingerprint, opt_float
+from modalign.encoders.common import hf_source, model_folder_fingerprint, opt_float
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_state_dict
@@ -41,12 +40,7 @@ class HFAudioEncoder(Encoder):
             from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
         except ImportError as e:
             raise ImportError("pip install 'modalign[hf]' (transformers)") from e
-        self.local_dir: Path | None = None
-        if is_local_path(id_or_path):
-            self.local_dir = Path(id_or_path).expanduser()
-            if not self.local_dir.is_dir():
-                raise ConfigError(f"Hugging Face model folder not found: {self.local_dir}")
-        source = str(self.local_dir or id_or_path)
+        self.local_dir, source = hf_source(id_or_path)
         self.spec = f"hf-audio:{id_or_path}"
         self.max_seconds = opt_float(max_seconds, "max_seconds") or 30.0
         try:

@@ -99,6 +99,18 @@ def is_local_path(id_or_path: str) -> bool:
     return id_or_path.startswith(("/", "./", "../", "~", "\\")) or Path(id_or_path).expanduser().exists()
 
 
+def hf_source(id_or_path: str) -> tuple[Path | None, str]:
+    """(local folder or None, what to pass to from_pretrained) for a hub id or a local model folder."""
+    if not is_local_path(id_or_path):
+        return None, id_or_path
+    local_dir = Path(id_or_path).expanduser()
+    if not local_dir.is_dir():
+        from modalign.errors import ConfigError
+
+        raise ConfigError(f"Hugging Face model folder not found: {local_dir}")
+    return local_dir, str(local_dir)
+
+
 def model_folder_fingerprint(folder: Path) -> str:
     """Hash of a model folder's weights, configs and vocabularies (not READMEs, not onnx/ exports)."""
     files = [

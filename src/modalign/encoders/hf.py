@@ -14,7 +14,6 @@ averaged over H, W. Default pooling: `mean` for text, `cls` for vision models th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from modalign.data.images import load_image, load_text
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.common import (
     describe_tokenizer,
-    is_local_path,
+    hf_source,
     masked_mean,
     model_folder_fingerprint,
     opt_choice,
@@ -59,12 +58,7 @@ class HFEncoder(Encoder):
             from transformers import AutoConfig, AutoModel, AutoTokenizer
         except ImportError as e:
             raise ImportError("pip install 'modalign[hf]' (transformers)") from e
-        self.local_dir: Path | None = None
-        if is_local_path(id_or_path):
-            self.local_dir = Path(id_or_path).expanduser()
-            if not self.local_dir.is_dir():
-                raise ConfigError(f"Hugging Face model folder not found: {self.local_dir}")
-        source = str(self.local_dir or id_or_path)
+        self.local_dir, source = hf_source(id_or_path)
         self.spec = f"hf:{id_or_path}"
         try:
             config = AutoConfig.from_pretrained(source)

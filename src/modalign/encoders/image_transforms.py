@@ -64,3 +64,17 @@ class ImageTransform:
     def stack(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         """(3, S, S) arrays -> (B, 3, S, S) tensor."""
         return torch.from_numpy(np.stack(arrays, axis=0))
+
+
+class TransformedImages:
+    """Encoder mix-in: items decoded to RGB and turned into (3, S, S) arrays by `self.transform`."""
+
+    transform: ImageTransform
+
+    def load(self, item):  # raw item -> (3, S, S) float32
+        from modalign.data.images import load_image
+
+        return self.transform.to_array(load_image(item))
+
+    def collate(self, loaded: Sequence[np.ndarray]) -> torch.Tensor:
+        return self.transform.stack(loaded)  # (B, 3, S, S)

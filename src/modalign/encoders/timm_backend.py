@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
-from modalign.data.images import load_image
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.common import opt_bool, opt_choice, opt_int, pool_features
-from modalign.encoders.image_transforms import ImageTransform
+from modalign.encoders.image_transforms import ImageTransform, TransformedImages
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_file, hash_state_dict
@@ -50,7 +49,7 @@ def transform_from_timm(data_config: dict[str, Any], resize: str | None = None) 
     )
 
 
-class TimmEncoder(Encoder):
+class TimmEncoder(TransformedImages, Encoder):
     """timm image encoder: pooled features of any feature level, or the model's pre-logits embedding."""
 
     modality = "image"
@@ -131,12 +130,6 @@ class TimmEncoder(Encoder):
     def _move(self, device: torch.device) -> None:
         self.model.to(device)
 
-    # ---- the pipeline ------------------------------------------------------------------------
-    def load(self, item: Any) -> Any:
-        return self.transform.to_array(load_image(item))
-
-    def collate(self, loaded: Sequence[Any]) -> torch.Tensor:
-        return self.transform.stack(loaded)  # (B, 3, S, S)
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
