@@ -32,6 +32,7 @@ from modalign.errors import ConfigError
 from modalign.layermix import check_mix, layer_dims
 from modalign.model import AlignedModel, TowerConfig
 from modalign.pipeline import encode_dataset, feature_set
+from modalign.utils.config import config_from_dict
 from modalign.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,7 @@ class FitConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
         d = dict(d)
-        tr = TrainConfig.from_dict(d.pop("train", {}))
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown fit option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(train=tr, **d)
+        return config_from_dict(cls, d, "fit", train=TrainConfig.from_dict(d.pop("train", {})))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,6 +33,7 @@ from modalign.encoders.base import FINAL_LAYER, Encoder
 from modalign.errors import ConfigError
 from modalign.model import AlignedModel, TowerConfig
 from modalign.pipeline import encode_dataset, feature_set
+from modalign.utils.config import config_from_dict
 from modalign.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -52,11 +53,7 @@ class ExtendConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtendConfig:
         d = dict(d)
-        tr = TrainConfig.from_dict(d.pop("train", {}))
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown extend option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(train=tr, **d)
+        return config_from_dict(cls, d, "extend", train=TrainConfig.from_dict(d.pop("train", {})))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

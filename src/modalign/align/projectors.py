@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from modalign.errors import ConfigError
+from modalign.utils.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,7 @@ class ProjectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown projector option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "projector")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

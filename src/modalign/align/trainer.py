@@ -24,6 +24,7 @@ from modalign.align.projectors import ProjectorConfig, fit_input_statistics
 from modalign.align.samplers import MultiPositiveSampler, iter_batches, max_items_per_group
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import pairwise_retrieval_metrics, retrieval_metrics
+from modalign.utils.config import config_from_dict
 from modalign.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -57,12 +58,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
-        proj = ProjectorConfig.from_dict(d.pop("projector", {}))
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(projector=proj, **d)
+        return config_from_dict(cls, d, "training", projector=ProjectorConfig.from_dict(d.pop("projector", {})))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
