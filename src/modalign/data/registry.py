@@ -3,6 +3,7 @@
     load_dataset("tuxpaint")                       a registered name (list_datasets() shows them all)
     load_dataset("fashion-mnist:train?per_class=100")   options after '?' go to the loader
     load_dataset("data/pairs.csv")                 .csv / .tsv / .jsonl / .ndjson / .parquet -> load_pairs
+    load_dataset("data/shard-*.tar")               WebDataset tar shards (a path, glob or URL) -> load_webdataset
     load_dataset("data/mine")                      a folder holding one pairs file -> load_pairs of it
     load_dataset("data/photos")                    a folder of class folders -> load_image_folder
     load_dataset("data/saved")                     a Dataset.save_to_disk folder -> load_hf_dataset
@@ -127,6 +128,10 @@ def _path_entry(spec: str, body: str) -> DatasetEntry:
     from modalign.data.hf import is_saved_hf_dataset, load_hf_dataset
     from modalign.data.pairs import PAIRS_FORMATS, load_pairs, pairs_format
 
+    if body.lower().endswith(".tar"):  # one shard, a glob of shards or a URL
+        from modalign.data.webdataset import load_webdataset
+
+        return DatasetEntry(body, functools.partial(load_webdataset, body), "pairs", "WebDataset tar shards")
     path = Path(body).expanduser()
     if path.is_file():
         if pairs_format(path) is None:
