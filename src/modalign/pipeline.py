@@ -83,3 +83,16 @@ def column_for(dataset: Any, modality: str) -> Column:
             raise ValueError(f"data set {dataset.name!r} holds {dataset.column.modality} items, not {modality}")
         return dataset.column
     return dataset.column(modality)
+
+
+def streamed_feature_set(dataset: AlignedDataset, stored: Mapping[str, Any],
+                         groups: np.ndarray | None = None) -> FeatureSet:
+    """As feature_set, but the features stay in the store and are read batch by batch (larger than RAM)."""
+    from modalign.align.streaming import StreamedFeatures
+
+    feats, grps = {}, {}
+    for modality, entry in stored.items():
+        rows = select_rows(dataset, entry, modality, groups)
+        feats[modality] = StreamedFeatures(entry, rows)
+        grps[modality] = torch.from_numpy(dataset.column(modality).groups[rows].copy())
+    return FeatureSet(feats, grps)  # type: ignore[arg-type]  # duck-typed (n, d) features

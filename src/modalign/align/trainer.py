@@ -22,6 +22,7 @@ from modalign.align.features import FeatureSet, GroupSampler
 from modalign.align.losses import AlignmentLoss, LossInputs, create_loss, log_temperature, modality_order
 from modalign.align.projectors import ProjectorConfig, fit_input_statistics
 from modalign.align.samplers import MultiPositiveSampler, iter_batches, max_items_per_group
+from modalign.align.streaming import statistics_input
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import pairwise_retrieval_metrics, retrieval_metrics
 from modalign.utils.config import config_from_dict
@@ -213,7 +214,7 @@ def train(
         if m in frozen:
             proj.requires_grad_(False)  # a frozen tower: its statistics and weights stay as they are
         else:
-            fit_input_statistics(proj, feats[m])
+            fit_input_statistics(proj, statistics_input(feats[m]))  # a sample when streamed
     eval_pairs = default_eval_pairs(cfg, val_data.modalities) if val_data is not None else None
     init_temperature = cfg.init_temperature if cfg.init_temperature is not None else loss_fn.default_temperature
     with torch.no_grad():
