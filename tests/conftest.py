@@ -70,3 +70,13 @@ def pairs_dir(tmp_path: Path, tux_images: list[Path]) -> Path:
         rows.append(f'images/{png.name},"{cap}"')
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     return tmp_path
+
+
+@pytest.fixture()
+def image_tree(tmp_path: Path, tux_images: list[Path]) -> Path:
+    """A class-per-folder tree from the stamps' own folders (birds, mammals, fruit ...)."""
+    root = tmp_path / "tree"
+    for png in tux_images:
+        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, root / png.parent.name / png.name)
+    return root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,16 +22,6 @@ def messy_pairs(pairs_dir: Path) -> Path:
         f.write('images/gone.png,"an image that is not there"\n')
         f.write('images/' + sorted((pairs_dir / "images").glob("*.png"))[0].name + ',""\n')
     return pairs_dir / "pairs.csv"
-
-
-@pytest.fixture()
-def image_tree(tmp_path: Path, tux_images: list[Path]) -> Path:
-    """A class-per-folder tree from the stamps' own folders (birds, mammals, fruit ...)."""
-    root = tmp_path / "tree"
-    for png in tux_images:
-        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(png, root / png.parent.name / png.name)
-    return root
 
 
 def test_train_then_eval_end_to_end(tmp_path, messy_pairs, image_tree, capsys):

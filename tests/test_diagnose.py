@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,15 +59,6 @@ def test_confusion_matrix_and_report():
     assert rep["per_class"]["cat"] == {"n": 2, "recall": 0.5, "most_confused_with": "dog"}
     assert rep["per_class"]["dog"]["most_confused_with"] is None
     assert rep["per_class"]["car"]["recall"] == 0.0
-
-
-@pytest.fixture()
-def image_tree(tmp_path: Path, tux_images: list[Path]) -> Path:
-    root = tmp_path / "tree"
-    for png in tux_images:
-        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(png, root / png.parent.name / png.name)
-    return root
 
 
 def test_diagnose_cli_end_to_end(tmp_path, pairs_dir, image_tree, capsys):

@@ -17,7 +17,6 @@ import hashlib
 import io
 import logging
 import os
-import warnings
 from collections.abc import Container, Hashable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ import numpy as np
 
 from modalign.data.builder import PairsBuilder, sorted_classnames
 from modalign.data.column import AlignedDataset, Column, LabelledDataset
-from modalign.data.images import MAX_PIXELS
 from modalign.data.pairs import caption_values, is_empty_cell
 from modalign.data.skips import SkipCounter, attach_skips
 from modalign.errors import ConfigError, InvalidItem
@@ -199,20 +197,9 @@ def _image_key_and_item(cell: Any, root: Path | None, builder_has: Container[Has
 
 
 def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from modalign.data.images import open_image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise InvalidItem(f"image too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
-            img.load()
-    except InvalidItem:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
-        raise InvalidItem(f"undecodable image: {type(e).__name__}: {e}") from e
-    return _pil_to_array(img)
+    return _pil_to_array(open_image(io.BytesIO(data)))
 
 
 def _pil_to_array(img: Any) -> np.ndarray:

@@ -33,22 +33,32 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
             raise InvalidItem(f"missing file: {path}")
         if path.suffix.lower() in (".svg", ".svgz"):
             return to_rgb(render_svg(path), background)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(path)
-                if img.width * img.height > MAX_PIXELS:
-                    raise InvalidItem(f"image too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
-                img.load()
-        except InvalidItem:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
-            raise InvalidItem(f"undecodable image {path.name}: {type(e).__name__}: {e}") from e
+        img = open_image(path, path.name)
     else:
         raise InvalidItem(f"not an image: {type(item).__name__}")
     if img.width == 0 or img.height == 0:
         raise InvalidItem("empty image (0 pixels)")
     return to_rgb(img, background)
+
+
+def open_image(source: Any, name: str = "") -> Image.Image:
+    """Opens and fully decodes an image file or file object; refuses decompression bombs.
+
+    Every failure is an InvalidItem naming the cause, so callers skip-and-count instead of crashing.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            if img.width * img.height > MAX_PIXELS:
+                raise InvalidItem(f"image too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
+            img.load()
+    except InvalidItem:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+        label = f"undecodable image {name}" if name else "undecodable image"
+        raise InvalidItem(f"{label}: {type(e).__name__}: {e}") from e
+    return img
 
 
 def render_svg(path: Path, width: int = SVG_RENDER_WIDTH) -> Image.Image:

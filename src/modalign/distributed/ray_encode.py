@@ -122,15 +122,4 @@ def encode_on_ray(store: EmbeddingStore, column: Column, encoder_spec: str,
             for res in results:
                 for layer, n in res.items():
                     written[layer] += n
-        out = {}
-        for s in states:
-            if s.layer in written:
-                store._finish(s, column.ids)
-            emb = store._load(s.folder, s.key)
-            emb.report.shards_reused = len(s.good)
-            emb.report.shards_written = written.get(s.layer, 0)
-            emb.report.seconds = time.perf_counter() - start
-            logger.info("%s %s: %s", "stored" if s.layer in written else "reused", s.key.describe(),
-                        emb.report.summary())
-            out[s.layer] = emb
-    return out
+        return store._complete(states, column.ids, dict(written), start)

@@ -98,18 +98,25 @@ class EmbeddingStore:
             if pending:
                 encode_shards(column.ids, column.items, encoder, layout, pending, num_workers=num_workers,
                               progress=progress, desc=f"encode {encoder.spec} ({column.modality})")
-            written = {p.layer: p.written for p in pending}
-            out = {}
-            for s in states:
-                if s.layer in written:
-                    self._finish(s, column.ids)
-                emb = self._load(s.folder, s.key)
-                emb.report.shards_reused = len(s.good)
-                emb.report.shards_written = written.get(s.layer, 0)
-                emb.report.seconds = time.perf_counter() - start
-                verb = "reused" if s.layer not in written else "stored"
-                logger.info("%s %s: %s", verb, s.key.describe(), emb.report.summary())
-                out[s.layer] = emb
+            return self._complete(states, column.ids, {p.layer: p.written for p in pending}, start)
+
+    def _complete(self, states: list, ids: list[str], written: dict[str, int],
+                  start: float) -> dict[str, StoredEmbeddings]:
+        """Finishes the entries that got new shards (summary, complete manifest) and opens them all.
+
+        `written`: layer -> shards written by this run (by this process or by distributed workers).
+        """
+        out = {}
+        for s in states:
+            if s.layer in written:
+                self._finish(s, ids)
+            emb = self._load(s.folder, s.key)
+            emb.report.shards_reused = len(s.good)
+            emb.report.shards_written = written.get(s.layer, 0)
+            emb.report.seconds = time.perf_counter() - start
+            verb = "reused" if s.layer not in written else "stored"
+            logger.info("%s %s: %s", verb, s.key.describe(), emb.report.summary())
+            out[s.layer] = emb
         return out
 
     def _inspect(self, layer: str, key: CacheKey, dim: int) -> _EntryState:
