@@ -59,7 +59,7 @@ def test_mel_filterbank_and_whisper_features_match_reference():
     ours = mel_filterbank(16_000, 400, 80)
     ref = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0, max_frequency=8000,
                           sampling_rate=16_000, norm="slaney", mel_scale="slaney").T
-    np.testing.assert_allclose(ours, ref, atol=1e-7)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
     wave = tone(440) + tone(2000) * 0.3
     ref_feats = WhisperFeatureExtractor()([wave], sampling_rate=16_000, return_tensors="np")["input_features"][0]
     np.testing.assert_allclose(whisper_log_mel(wave), ref_feats, atol=1e-4)
@@ -87,7 +87,7 @@ def test_logmel_encoder_layers_band_and_store_skips(tux_sounds, tmp_path):
     entry = EmbeddingStore(tmp_path / "store").encode(col, enc, ["final"], progress=False)["final"]
     np.testing.assert_array_equal(entry.valid, [True, False, False, True])
     assert "undecodable audio" in entry.skipped["b"] and "missing file" in entry.skipped["c"]
-    np.testing.assert_allclose(entry.vectors(np.array([0, 3])), feats[:2], rtol=1e-6)
+    np.testing.assert_allclose(entry.vectors(np.array([0, 3])), feats[:2], rtol=1e-5, atol=1e-6)  # other batches
 
 
 def test_hf_audio_backend_with_tiny_wav2vec2(tmp_path, tux_sounds):

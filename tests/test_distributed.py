@@ -73,6 +73,6 @@ def test_tensorboard_logging_of_a_run(tmp_path) -> None:
     scalars = read_scalars(tmp_path / "tb")
     assert [s for s, _ in scalars["train_loss"]] == [r["step"] for r in result.history] == [3, 6, 9]
     for (_, v), r in zip(scalars["train_loss"], result.history, strict=True):
-        assert math.isclose(v, r["train_loss"], rel_tol=1e-6)
+        assert math.isclose(v, r["train_loss"], rel_tol=1e-5)  # TensorBoard stores float32
     assert "val_mean_recall@1" in scalars and "lr" in scalars
     assert len(seen) == 3  # the chained callback still runs

@@ -69,3 +69,51 @@ def test_templates_named_and_checked():
         load_templates("nope")
     with pytest.raises(ConfigError, match="must contain"):
         load_templates(["a photo"])
+
+
+# ---- ties and NaN never count as found (issue 16, item 1) ------------------------------------------
+@pytest.mark.parametrize("fill", [0.0, 1.0, float("nan")])
+def test_constant_or_nan_embeddings_score_zero_not_one(fill):
+    n = 20
+    images, texts = np.full((n, 8), fill, dtype=np.float32), np.full((n, 8), fill, dtype=np.float32)
+    groups = np.arange(n)
+    m = retrieval_metrics(images, texts, groups, groups, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        assert m[f"image_retrieval_recall@{k}"] == 0.0
+        assert m[f"text_retrieval_recall@{k}"] == 0.0
+    z = zeroshot_metrics(torch.full((n, 8), fill), np.arange(n) % 8, torch.full((8, 8), fill))
+    assert z["acc1"] == 0.0 and z["acc5"] == 0.0 and z["mean_per_class_recall"] == 0.0
+
+
+def test_a_tie_counts_against_the_query_and_a_nan_candidate_beats_it():
+    images = np.eye(4, dtype=np.float32)
+    texts = np.eye(4, dtype=np.float32)
+    images[1], texts[1] = images[0], texts[0]  # pairs 0 and 1 identical: each caption ties with the other image
+    images[3] = np.nan  # image 3 NaN: caption 3 never finds it, and it "beats" every other caption's image
+    m = retrieval_metrics(images, texts, np.arange(4), np.arange(4), ks=(1, 2, 3, 4))
+    # text->image ranks: caption 0: image 1 ties (>=) + NaN image 3 -> 2; caption 1 the same; caption 2:
+    # NaN image 3 -> 1; caption 3: its image is NaN -> not found at any k
+    assert m["image_retrieval_recall@1"] == 0.0
+    assert m["image_retrieval_recall@2"] == pytest.approx(1 / 4)
+    assert m["image_retrieval_recall@3"] == pytest.approx(3 / 4)
+    assert m["image_retrieval_recall@4"] == pytest.approx(3 / 4)
+
+
+def test_ranks_keep_positive_ties_and_leave_out_queries_without_positives():
+    from modalign.evaluate.ranks import NOT_FOUND, ranks_of_best_positive
+
+    scores = torch.tensor([[0.9, 0.9, 0.1], [0.2, 0.5, 0.5], [float("nan"), 0.3, 0.1], [0.1, 0.2, 0.3]])
+    positive = torch.tensor([[True, True, False], [False, True, False], [True, False, False],
+                             [False, False, False]])
+    # row 0: two positives tie with each other, no negative >= 0.9 -> rank 0 (a tie among right answers
+    # is no miss); row 1: a negative ties -> 1; row 2: the positive is NaN -> not found; row 3: no positive
+    assert ranks_of_best_positive(scores, positive).tolist() == [0, 1, NOT_FOUND, -1]
+
+
+def test_clip_benchmark_accuracy_counts_ties_and_nan_as_misses():
+    from modalign.clip_benchmark import _accuracy
+
+    target = torch.tensor([0, 1, 2, 3])
+    assert _accuracy(torch.zeros(4, 6), target, (1, 5)) == [0.0, 0.0]  # all classes tie
+    assert _accuracy(torch.full((4, 6), float("nan")), target, (1,)) == [0.0]
+    assert _accuracy(torch.eye(6)[:4] * 3, target, (1, 5)) == [1.0, 1.0]

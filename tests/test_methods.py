@@ -111,7 +111,7 @@ def test_structure_regulariser_is_zero_for_same_geometry_and_positive_otherwise(
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 20, generator=g)
     q, _ = torch.linalg.qr(torch.randn(20, 20, generator=g))
-    assert structure_regulariser(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert structure_regulariser(x, x).item() == pytest.approx(0.0, abs=1e-5)
     assert structure_regulariser(x, 3.0 * x @ q).item() == pytest.approx(0.0, abs=1e-5)  # scale + rotation
     z = torch.randn(32, 16, generator=g, requires_grad=True)
     for options in ({}, {"divergence": "kl"}, {"levels": 3, "level_weighting": "inverse"},

@@ -83,10 +83,12 @@ def load_modalign(model_name: str, pretrained: str | Path | AlignedModel, cache_
 
 
 def _accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[float]:
-    """CLIP_benchmark's top-k accuracy without float() of a 1-element array (a TypeError since NumPy 2.4)."""
-    pred = output.topk(max(topk), 1, True, True)[1].t()  # (k, N) class ids, best first
-    correct = pred.eq(target.view(1, -1).expand_as(pred))  # (k, N)
-    return [correct[:k].any(0).float().mean().item() for k in topk]
+    """CLIP_benchmark's top-k accuracy without float() of a 1-element array (a TypeError since NumPy 2.4),
+    counted as modalign counts it: a tie with another class or a NaN logit is a miss (evaluate.ranks)."""
+    from modalign.evaluate.ranks import hits, ranks_of_target
+
+    rank = ranks_of_target(output.float().cpu(), target.cpu())  # (N,) other classes scoring >= the true one
+    return [hits(rank, k).mean().item() for k in topk]
 
 
 def _patch_numpy2(zeroshot_classification: Any) -> None:

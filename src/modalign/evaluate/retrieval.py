@@ -5,8 +5,9 @@ Definitions (as in CLIP_benchmark, which names them from the side being retrieve
                             most similar to it?
   text_retrieval_recall@k   image -> text: for each image, is ANY of its captions among the k captions
                             most similar to it? (an image with 5 captions counts once, not 5 times)
-Positives are items sharing a group id. The rank of a query is the number of candidates scoring strictly
-higher than its best positive; hit@k <=> rank < k. Computed in query blocks: memory O(block * n_candidates).
+Positives are items sharing a group id. The rank of a query is the number of non-positive candidates
+scoring AT LEAST as high as its best positive (ties count against the query; NaN never counts as found:
+see evaluate.ranks); hit@k <=> rank < k. Computed in query blocks: memory O(block * n_candidates).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from modalign.evaluate.ranks import hits, ranks_of_best_positive
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -24,16 +27,14 @@ def best_positive_ranks(
     queries: torch.Tensor, candidates: torch.Tensor, q_groups: torch.Tensor, c_groups: torch.Tensor,
     block: int = 1024,
 ) -> torch.Tensor:
-    """(n_q,) rank of the best-scoring positive candidate for each query; -1 where a query has no positive."""
+    """(n_q,) rank of the best-scoring positive candidate for each query; -1 where a query has no positive,
+    ranks.NOT_FOUND where its positives all score NaN."""
     ranks = torch.empty(len(queries), dtype=torch.long)
     for start in range(0, len(queries), block):
         q = queries[start : start + block]
         scores = q @ candidates.t()  # (b, n_c)
         positive = q_groups[start : start + block, None] == c_groups[None, :]  # (b, n_c)
-        best_pos = scores.masked_fill(~positive, float("-inf")).max(dim=1).values  # (b,)
-        rank = (scores > best_pos[:, None]).sum(dim=1)
-        rank[~positive.any(dim=1)] = -1
-        ranks[start : start + block] = rank
+        ranks[start : start + block] = ranks_of_best_positive(scores, positive)
     return ranks
 
 
@@ -53,9 +54,9 @@ def retrieval_metrics(
         raise ValueError("no query has a positive among the candidates: do the image and text groups match?")
     out: dict[str, float] = {}
     for k in ks:
-        out[f"image_retrieval_recall@{k}"] = (t2i < k).float().mean().item()
-        out[f"text_retrieval_recall@{k}"] = (i2t < k).float().mean().item()
-    out["mean_recall@1"] = 0.5 * ((t2i < 1).float().mean().item() + (i2t < 1).float().mean().item())
+        out[f"image_retrieval_recall@{k}"] = hits(t2i, k).mean().item()
+        out[f"text_retrieval_recall@{k}"] = hits(i2t, k).mean().item()
+    out["mean_recall@1"] = 0.5 * (hits(t2i, 1).mean().item() + hits(i2t, 1).mean().item())
     out["n_images"] = float(len(i2t))
     out["n_texts"] = float(len(t2i))
     return out
@@ -83,9 +84,9 @@ def pairwise_retrieval_metrics(
         raise ValueError(f"no query has a positive among the candidates: do the {a_name} and {b_name} groups match?")
     out: dict[str, float] = {}
     for k in ks:
-        out[f"{a_name}_{b_name}_recall@{k}"] = (a2b < k).float().mean().item()
-        out[f"{b_name}_{a_name}_recall@{k}"] = (b2a < k).float().mean().item()
-    out[f"{a_name}_{b_name}_mean_recall@1"] = 0.5 * ((a2b < 1).float().mean().item() + (b2a < 1).float().mean().item())
+        out[f"{a_name}_{b_name}_recall@{k}"] = hits(a2b, k).mean().item()
+        out[f"{b_name}_{a_name}_recall@{k}"] = hits(b2a, k).mean().item()
+    out[f"{a_name}_{b_name}_mean_recall@1"] = 0.5 * (hits(a2b, 1).mean().item() + hits(b2a, 1).mean().item())
     out[f"n_{a_name}"] = float(len(a2b))
     out[f"n_{b_name}"] = float(len(b2a))
     return out

@@ -4,6 +4,8 @@ A class embedding is the mean of the normalised embeddings of its prompts (one p
 "template ensemble" of CLIP), normalised again. Metrics use CLIP_benchmark's names:
   acc1, acc5                 top-1 / top-5 accuracy over all images (top-min(5, C) if C < 5)
   mean_per_class_recall      recall averaged over classes (robust to class imbalance)
+An image counts as right at k when fewer than k other classes score at least as high as its own class
+(a tie is a miss; a NaN score is never right: see evaluate.ranks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from modalign.errors import ConfigError
+from modalign.evaluate.ranks import hits, ranks_of_target
 
 
 def load_templates(name_or_list: str | Sequence[str] = "default") -> list[str]:
@@ -52,12 +55,12 @@ def zeroshot_metrics(
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     logits = img @ class_emb.float().t()  # (N, C)
     n_classes = class_emb.shape[0]
-    topk = logits.topk(min(5, n_classes), dim=1).indices  # (N, k)
-    pred = topk[:, 0]
-    recalls = [(pred[y == c] == c).float().mean().item() for c in range(n_classes) if (y == c).any()]
+    rank = ranks_of_target(logits, y)  # (N,) other classes scoring >= the true one
+    top1 = hits(rank, 1)
+    recalls = [top1[y == c].mean().item() for c in range(n_classes) if (y == c).any()]
     return {
-        "acc1": (pred == y).float().mean().item(),
-        "acc5": (topk == y[:, None]).any(dim=1).float().mean().item(),
+        "acc1": top1.mean().item(),
+        "acc5": hits(rank, min(5, n_classes)).mean().item(),
         "mean_per_class_recall": float(np.mean(recalls)),
         "n_images": float(len(y)),
         "n_classes": float(n_classes),

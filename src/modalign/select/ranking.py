@@ -16,6 +16,7 @@ candidate, so all scores are on the same rows.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -170,8 +171,8 @@ def score_grid(a: Mapping[Candidate, Any], b: Mapping[Candidate, Any], metrics: 
 
 
 def rank(scores: Sequence[PairScore], by: str) -> list[PairScore]:
-    """Best first; ties keep the candidates' order."""
-    return sorted(scores, key=lambda s: -s.scores[by])
+    """Best first; ties keep the candidates' order; a NaN score ranks last (never first by accident)."""
+    return sorted(scores, key=lambda s: (math.isnan(s.scores[by]), -s.scores[by]))
 
 
 def best_layers(ranked: Sequence[PairScore]) -> dict[str, str]:
