@@ -152,3 +152,35 @@ def test_fused_clip_loss_matches_cross_entropy_value_and_gradient():
     assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-8)
+
+
+# ---- non-finite input and loss (issue 16, item 1) -----------------------------------------------------
+@pytest.mark.parametrize("method", ["mlp", "procrustes", "ridge"])
+def test_nan_features_are_refused_naming_the_rows(method):
+    from modalign.errors import NonFiniteError
+
+    tr, va = _split(*_correlated(60), n_train=50)
+    tr.features["image"][[4, 9]] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"training image features hold NaN/inf in row\(s\) 4, 9 of 50"):
+        fit_method(method, _towers(), tr, va, TrainConfig(epochs=2), progress=False)
+
+
+def test_a_loss_that_overflows_stops_training_with_a_clear_error():
+    from modalign.align.losses import _LOSSES, InfoNCELoss, register_loss
+    from modalign.errors import NonFiniteError
+
+    @register_loss("test-overflowing")
+    class Overflowing(InfoNCELoss):
+        """InfoNCE times a factor that overflows float32 from the second epoch on"""
+
+        def forward(self, batch, logit_scale):
+            return super().forward(batch, logit_scale) * torch.tensor(1e30) ** (1 + int(batch.epoch))
+
+    tr, va = _split(*_correlated(80), n_train=64)
+    model = AlignedModel(_towers())
+    try:
+        with pytest.raises(NonFiniteError, match=r"loss became inf at epoch 1, step 4"):
+            train(model, tr, va, TrainConfig(epochs=3, batch_size=16, loss="test-overflowing"), progress=False)
+    finally:
+        _LOSSES.pop("test-overflowing")
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values())  # stopped before the weights

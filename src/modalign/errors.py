@@ -25,3 +25,7 @@ class MismatchError(ModalignError, ValueError):
 
 class MissingDataError(ModalignError, FileNotFoundError):
     """A data set the command needs is not installed."""
+
+
+class NonFiniteError(ModalignError, ValueError):
+    """Features or a training loss hold NaN/inf: results computed from them would be silently wrong."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from modalign.align.closed_form import fit_cca, fit_procrustes, fit_ridge
 from modalign.align.features import FeatureSet
-from modalign.align.trainer import TrainConfig, train
+from modalign.align.trainer import TrainConfig, check_finite_features, train
 from modalign.errors import ConfigError
 from modalign.utils.seeding import seed_everything
 
@@ -47,6 +47,9 @@ def fit_method(name: str, towers: dict, train_data: FeatureSet, val_data: Featur
                cfg: TrainConfig, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     if name not in _METHODS:
         raise ConfigError(f"unknown alignment method {name!r}; known: {', '.join(sorted(_METHODS))}")
+    check_finite_features(train_data, "training")  # closed forms too: NaN in, NaN weights out
+    if val_data is not None:
+        check_finite_features(val_data, "validation")
     model, info = _METHODS[name][0](towers, train_data, val_data, cfg, **kwargs)
     model.metadata.setdefault("method", name)
     return model, info

@@ -23,7 +23,7 @@ from modalign.align.losses import AlignmentLoss, LossInputs, create_loss, log_te
 from modalign.align.projectors import ProjectorConfig, fit_input_statistics
 from modalign.align.samplers import MultiPositiveSampler, iter_batches, max_items_per_group
 from modalign.align.streaming import statistics_input
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, NonFiniteError
 from modalign.evaluate.retrieval import pairwise_retrieval_metrics, retrieval_metrics
 from modalign.utils.config import config_from_dict
 from modalign.utils.seeding import seed_everything
@@ -153,6 +153,27 @@ class BatchParallel(Protocol):
     def sync_gradients(self, params: list[torch.Tensor]) -> None: ...
 
 
+def check_finite_features(data: FeatureSet, what: str) -> None:
+    """Refuses NaN/inf in in-memory features, naming the modality and rows (streamed features are checked
+    by the store as each batch is read, naming the shard)."""
+    for m, x in data.features.items():
+        if not isinstance(x, torch.Tensor):
+            continue
+        bad = torch.nonzero(~torch.isfinite(x).all(dim=1)).flatten()  # (k,) rows with a NaN/inf
+        if len(bad):
+            rows = ", ".join(str(int(r)) for r in bad[:5]) + (f" ... ({len(bad)} rows)" if len(bad) > 5 else "")
+            raise NonFiniteError(f"the {what} {m} features hold NaN/inf in row(s) {rows} of {len(x)}: training on "
+                                 "them would give NaN weights and meaningless metrics. Re-encode the items (a "
+                                 "damaged store entry is recomputed by the next encode) or drop those rows")
+
+
+def _check_loss(loss: torch.Tensor, epoch: int, step: int, lr: float) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteError(f"the training loss became {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
+                             "stopped before NaN reached the weights. The features are finite, so the step was "
+                             "too large: lower the learning rate (--lr) or the temperature cap (max_logit_scale)")
+
+
 def _make_sampler(train_data: FeatureSet, cfg: TrainConfig, loss_fn: AlignmentLoss,
                   gen: torch.Generator) -> GroupSampler | MultiPositiveSampler:
     if cfg.items_per_group < 1:
@@ -209,6 +230,9 @@ def train(
     batch = min(cfg.batch_size, n_groups)
     steps_per_epoch = math.ceil(n_groups / batch)
     total_steps = cfg.epochs * steps_per_epoch
+    check_finite_features(train_data, "training")
+    if val_data is not None:
+        check_finite_features(val_data, "validation")
     frozen = _frozen(model, cfg)
     for m, proj in model.projectors.items():
         if m in frozen:
@@ -249,6 +273,7 @@ def train(
                 emb, x, g = parallel.gather(emb, x, g)  # the global batch, gradients flowing back to each shard
             inputs = LossInputs(emb, x, g, epoch=epoch + i / steps_per_epoch)
             loss = loss_fn(inputs, model.logit_scale)
+            _check_loss(loss, epoch, step, optimizer.param_groups[0]["lr"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if parallel is not None:
@@ -293,6 +318,10 @@ def train(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteError(f"training left NaN/inf in {len(bad)} weight tensor(s) (e.g. {bad[0]}); lower the "
+                             "learning rate (--lr)")
     for m in frozen:
         model.projectors[m].requires_grad_(True)  # frozen for this run only
     model.eval()

@@ -82,6 +82,14 @@ def encode_collection(model: Any, collection: Collection, modality: str, store: 
     rows = valid_rows(stored, rows)
     feats = np.ascontiguousarray(stored.vectors(rows), dtype=np.float32)  # (n, input_dim)
     vectors = project_in_batches(model, modality, feats)  # (n, embed_dim)
+    finite = np.isfinite(vectors).all(axis=1)  # (n,) NaN/inf never enters the index: it would match anything
+    if not finite.all():
+        if not finite.any():
+            raise ConfigError(f"the model's {modality} tower gives NaN/inf for every item: its weights are "
+                              "damaged; retrain it or use another model")
+        logger.warning("%s: skipped %d of %d %s items whose projected vector is NaN/inf (e.g. %s)", collection.name,
+                       int((~finite).sum()), len(rows), modality, column.ids[int(rows[~finite][0])])
+        vectors, rows = vectors[finite], rows[finite]
     items = [_item(collection, column, int(r), tower.encoder) for r in rows]
     return vectors, items
 

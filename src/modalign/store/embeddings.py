@@ -1,4 +1,10 @@
-"""StoredEmbeddings: a complete store entry, read through memory-mapped shards."""
+"""StoredEmbeddings: a complete store entry, read through memory-mapped shards.
+
+Reads are checked: the first time a shard is opened its bytes are compared with the checksum recorded
+in the manifest, and every block of vectors read must be finite. A shard changed after encoding (NaN
+written into it, a copied or truncated file) raises MismatchError naming the shard and its rows, never
+feeds NaN into training or an index.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import numpy as np
 from modalign.errors import MismatchError
 from modalign.store.key import CacheKey
 from modalign.store.report import EncodeReport
-from modalign.store.shards import ShardLayout, vectors_path
+from modalign.store.shards import ShardLayout, nonfinite_rows, shard_problem, vectors_path
 
 MAX_OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
 
@@ -26,7 +32,8 @@ class StoredEmbeddings:
     """
 
     def __init__(self, key: CacheKey, path: Path, ids: list[str], dim: int, layout: ShardLayout,
-                 valid: np.ndarray, skipped: dict[str, str], report: EncodeReport):
+                 valid: np.ndarray, skipped: dict[str, str], report: EncodeReport,
+                 checksums: list[str] | None = None):
         if len(ids) != layout.n_items or valid.shape != (layout.n_items,):
             raise MismatchError(
                 f"store entry {path} is inconsistent: {len(ids)} ids, {valid.shape[0]} validity flags, "
@@ -40,6 +47,8 @@ class StoredEmbeddings:
         self.valid = valid.astype(bool)  # (n,)
         self.skipped = skipped  # item id -> reason
         self.report = report
+        self.checksums = checksums  # per shard, from the manifest (None: an entry written before checksums)
+        self._verified: set[int] = set()  # shards whose checksum was checked by this object
         self._row_of: dict[str, int] | None = None
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -93,7 +102,17 @@ class StoredEmbeddings:
         for s in np.unique(shard_of):
             pick = shard_of == s
             out[pick] = self._shard(int(s))[rows[pick] - s * self.layout.shard_size]
+        bad = nonfinite_rows(out)
+        if len(bad):
+            raise self._damaged(sorted({int(shard_of[b]) for b in bad}),
+                                f"NaN/inf in entry row(s) {_listing(rows[bad])}")
         return out
+
+    def _damaged(self, shards: list[int], what: str) -> MismatchError:
+        names = ", ".join(vectors_path(self.path, s).name for s in shards[:5]) + (" ..." if len(shards) > 5 else "")
+        return MismatchError(f"store entry {self.path} ({self.key.describe()}) is damaged: {names}: {what}. The "
+                             f"shard was changed after it was encoded; run the same encode (or train/eval) again to "
+                             f"compute it anew, or delete {self.path}")
 
     def _shard(self, index: int) -> np.ndarray:
         """Memory map of shard `index`, (rows, dim) in the storage dtype; a few are kept open."""
@@ -112,7 +131,17 @@ class StoredEmbeddings:
             if arr.shape != expected or arr.dtype != np.dtype(self.key.dtype):
                 raise MismatchError(f"store entry {self.path} is damaged ({path.name} is {arr.shape} {arr.dtype}, "
                                     f"expected {expected} {self.key.dtype}); run encode again to repair it")
+            if index not in self._verified and self.checksums is not None:
+                problem = shard_problem(arr, self.checksums[index], self.layout.rows(index).start)
+                if problem is not None:
+                    raise self._damaged([index], problem)
+                self._verified.add(index)
             self._open[index] = arr
             if len(self._open) > MAX_OPEN_SHARDS:
                 self._open.popitem(last=False)
             return arr
+
+
+def _listing(rows: np.ndarray, limit: int = 5) -> str:
+    """'3, 17, 40 ...': the first few of an array of row numbers."""
+    return ", ".join(str(int(r)) for r in rows[:limit]) + (f" ... ({len(rows)} rows)" if len(rows) > limit else "")

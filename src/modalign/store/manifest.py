@@ -44,6 +44,8 @@ class Manifest:
     created: str = ""  # ISO time the entry was started
     completed: str = ""  # ISO time it was completed
     info: dict[str, Any] = field(default_factory=dict)  # provenance, not part of the key (device, versions)
+    checksums: list[str] | None = None  # per shard, of its vectors' bytes (filled in when complete); None in
+    #                                     entries written before checksums (then only finiteness is checked)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class Manifest:
             "created": self.created,
             "completed": self.completed,
             "info": self.info,
+            "checksums": self.checksums,
         }
 
     @classmethod
@@ -73,7 +76,16 @@ class Manifest:
             created=str(d.get("created", "")),
             completed=str(d.get("completed", "")),
             info=dict(d.get("info", {})),
+            checksums=_checksums(d.get("checksums"), ShardLayout(**d["layout"]).n_shards),
         )
+
+
+def _checksums(value: Any, n_shards: int) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != n_shards or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"checksums must be a list of {n_shards} strings, one per shard")
+    return list(value)
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

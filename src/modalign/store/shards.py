@@ -1,17 +1,21 @@
 """Shards on disk: fixed row ranges of an entry, each a vectors `.npy` plus a JSON sidecar.
 
-    shard-000003.json   rows, start, dim, dtype, key digest, valid mask ("1101..."), skipped {id: reason}
+    shard-000003.json   rows, start, dim, dtype, key digest, valid mask ("1101..."), skipped {id: reason},
+                        checksum (blake2b of the vectors' bytes, gathered into the manifest at the end)
     shard-000003.npy    (rows, dim) float32|float16; rows of skipped items are zeros
 
 Both are written through a temp file + fsync + rename (utils.io.atomic_write), the sidecar first and
 the `.npy` last: a `.npy` that exists is a complete shard, so a run killed at any point leaves only
 whole shards behind and a rerun recomputes the rest. Shard i always holds rows [i*S, (i+1)*S), and a
 batch never straddles two shards, so a resumed run feeds the same items in the same batches and
-computes bit-identical vectors.
+computes bit-identical vectors. A shard whose bytes no longer match its checksum, or that holds NaN/inf
+in a row of an encoded item, was changed after it was written: `check_shard` reports it (encode then
+computes it again) and reading it raises an error naming the shard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +59,29 @@ class ShardMeta:
     index: int
     valid: np.ndarray  # (rows,) bool
     skipped: dict[str, str]  # item id -> reason
+    checksum: str | None = None  # of the vectors' bytes; None in shards written before checksums
+
+
+def vectors_checksum(vectors: np.ndarray) -> str:
+    """blake2b of the (rows, dim) array's bytes (C order): what a shard's vectors must still hash to."""
+    return hashlib.blake2b(np.ascontiguousarray(vectors).data, digest_size=16).hexdigest()
+
+
+def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
+    """(k,) int64 indices of the rows holding a NaN or inf value."""
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+
+
+def shard_problem(vectors: np.ndarray, checksum: str | None, first_row: int) -> str | None:
+    """None when the vectors match their checksum (when recorded) and are finite; else what is wrong."""
+    if checksum is not None and vectors_checksum(vectors) != checksum:
+        return "its vectors do not match the checksum recorded when it was written (changed after encoding)"
+    bad = nonfinite_rows(vectors)
+    if len(bad):
+        rows = ", ".join(str(first_row + int(r)) for r in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        return f"it holds NaN/inf in {len(bad)} row(s) (entry rows {rows})"
+    return None
 
 
 def vectors_path(folder: Path, index: int) -> Path:
@@ -80,6 +107,7 @@ def write_shard(folder: Path, index: int, layout: ShardLayout, digest: str, vect
         "digest": digest,
         "valid": "".join("1" if v else "0" for v in valid),
         "skipped": skipped,
+        "checksum": vectors_checksum(vectors),
     }
     atomic_write_json(sidecar_path(folder, index), sidecar)
     # renamed last: from here on the shard counts as complete
@@ -87,19 +115,19 @@ def write_shard(folder: Path, index: int, layout: ShardLayout, digest: str, vect
 
 
 def check_shard(folder: Path, index: int, layout: ShardLayout, digest: str, dim: int, dtype: str) -> str | None:
-    """None when shard `index` is complete and consistent; otherwise what is wrong with it."""
+    """None when shard `index` is complete, consistent, finite and matches its checksum; else what is wrong."""
     npy = vectors_path(folder, index)
     if not npy.exists():
         return "missing"
     try:
-        read_sidecar(folder, index, layout, digest, dim, dtype)
+        meta = read_sidecar(folder, index, layout, digest, dim, dtype)
         arr = np.load(npy, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"{type(e).__name__}: {e}"
     expected = (len(layout.rows(index)), dim)
     if arr.shape != expected or arr.dtype != np.dtype(dtype):
         return f"vectors are {arr.shape} {arr.dtype}, expected {expected} {dtype}"
-    return None
+    return shard_problem(arr, meta.checksum, layout.rows(index).start)
 
 
 def read_sidecar(folder: Path, index: int, layout: ShardLayout, digest: str, dim: int, dtype: str) -> ShardMeta:
@@ -119,7 +147,10 @@ def read_sidecar(folder: Path, index: int, layout: ShardLayout, digest: str, dim
     skipped = meta["skipped"]
     if not isinstance(skipped, dict):
         raise ValueError("sidecar skipped list is malformed")
-    return ShardMeta(index, np.frombuffer(mask.encode(), dtype=np.uint8) == ord("1"), skipped)
+    checksum = meta.get("checksum")
+    if checksum is not None and not isinstance(checksum, str):
+        raise ValueError("sidecar checksum is malformed")
+    return ShardMeta(index, np.frombuffer(mask.encode(), dtype=np.uint8) == ord("1"), skipped, checksum)
 
 
 def remove_shard(folder: Path, index: int) -> None:

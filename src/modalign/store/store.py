@@ -171,6 +171,7 @@ class EmbeddingStore:
         lay = manifest.layout
         valid = np.zeros(lay.n_items, dtype=bool)  # (n,)
         skipped: dict[str, str] = {}
+        checksums: list[str | None] = []
         for i in range(lay.n_shards):
             problem = check_shard(folder, i, lay, state.key.digest(), state.dim, state.key.dtype)
             if problem is not None:
@@ -178,7 +179,9 @@ class EmbeddingStore:
             meta = read_sidecar(folder, i, lay, state.key.digest(), state.dim, state.key.dtype)
             valid[lay.rows(i).start : lay.rows(i).stop] = meta.valid
             skipped.update(meta.skipped)
+            checksums.append(meta.checksum)
         mf.write_summary(folder, valid, skipped)
+        manifest.checksums = None if None in checksums else [c for c in checksums if c is not None]
         manifest.complete = True
         manifest.n_encoded = int(valid.sum())
         manifest.n_skipped = len(ids) - manifest.n_encoded
@@ -226,7 +229,8 @@ class EmbeddingStore:
             n_items=manifest.layout.n_items, n_encoded=manifest.n_encoded, n_skipped=manifest.n_skipped,
             reasons=count_reasons(skipped), shards_reused=manifest.layout.n_shards,
         )
-        return StoredEmbeddings(key, folder, ids, manifest.dim, manifest.layout, valid, skipped, report)
+        return StoredEmbeddings(key, folder, ids, manifest.dim, manifest.layout, valid, skipped, report,
+                                checksums=manifest.checksums)
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry's manifest (plus digest, path, bytes on disk), oldest first; for `modalign store ls`."""
