@@ -15,6 +15,10 @@ class InvalidItem(ModalignError):
         self.reason = reason
 
 
+class ImageTooLarge(InvalidItem):
+    """An image (or SVG) whose pixels exceed the limit: a decompression bomb is skipped, never decoded."""
+
+
 class ConfigError(ModalignError, ValueError):
     """A configuration value or spec string is wrong."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modalign.cli.common import add_common, open_store, print_table, write_json
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="curated pairs file format")
     p.add_argument("--image-col", default="image", help="image column name in the pairs file")
     p.add_argument("--caption-col", default="caption", help="caption column name in the pairs file")
+    add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -73,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from modalign.curate.run import CurateConfig, curate, write_pairs
     from modalign.data.registry import load_dataset
 
-    columns = {"image_col": args.image_col, "caption_col": args.caption_col}
-    dataset = load_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
+    dataset = load_dataset(args.pairs, **data_options(args))
     concepts = gather_concepts(args.concepts, dataset, args.mine, args.min_count)
     cfg = CurateConfig(budget=args.budget, text_encoder=args.text_encoder, image_encoder=args.image_encoder,
                        prompt=args.prompt, dedup_threshold=None if args.dedup >= 1 else args.dedup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modalign.cli.common import add_common, open_store, print_table, write_json
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table, write_json
 
 COLUMNS = ["model", "modality_gap", "alignment", "uniformity_image", "uniformity_text", "matched_mean",
            "unmatched_mean", "pair_auc"]
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", default="default", help="zero-shot template set (default, clipart, fashion ...)")
     p.add_argument("--out", type=Path, help="output folder (default: MODEL/diagnostics)")
     p.add_argument("--no-baselines", action="store_true", help="only the model, not the baselines beside it")
+    add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     store = open_store(args)
     models = _models(args)
-    dataset = load_dataset(args.pairs)
+    dataset = load_dataset(args.pairs, **data_options(args))
     groups = _split_groups(args, dataset)
     flat, files = diagnose_pairs(models, dataset, store, groups, out_dir=out, progress=not args.quiet)
     if args.images:

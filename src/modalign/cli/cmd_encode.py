@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from modalign.cli.common import add_common, open_store, print_table
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-layers", action="store_true", help="store every layer the encoder declares")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage precision")
     p.add_argument("--batch-size", type=int, default=32)
+    add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from modalign.pipeline import column_for
 
     encoder = create_encoder(args.encoder, device=args.device)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, **data_options(args))
     column = column_for(dataset, encoder.modality)
     layers = encoder.layer_names() if args.all_layers else encoder.resolve_layers(args.layer)
     store = open_store(args)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modalign.cli.common import add_common, open_store, print_table, write_json
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table, write_json
 from modalign.errors import ConfigError
 
 RETRIEVAL_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5",
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "Baselines saved in the run folder are scored beside the model.")
     r.add_argument("model", type=Path, help="run folder or saved model folder")
     r.add_argument("--pairs", required=True, help="pairs file / data set, as for `modalign train`")
+    add_encoding(r)
     r.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
                    help="score only this split of the run's split.json (use test for held-out numbers)")
     _common_eval(r)
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     models = _models(args)
     results = {}
     if args.eval_task == "retrieval":
-        dataset = load_dataset(args.pairs)
+        dataset = load_dataset(args.pairs, **data_options(args))
         groups = _split_groups(args, dataset)
         for name, model in models.items():
             results[name] = evaluate_retrieval(model, dataset, store, groups, batch_size=args.batch_size,

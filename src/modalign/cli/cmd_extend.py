@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from modalign.cli.common import add_common, open_store, print_table, write_json
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="max epochs (default: 200, early stopping on validation)")
     p.add_argument("--seed", type=int, help="training seed (default: 0)")
     p.add_argument("--json", type=Path, help="write the held-out metrics here")
+    add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(cfg.train, flag, getattr(args, flag))
     cfg.device = cfg.train.device = args.device
     model = AlignedModel.from_pretrained(args.run_dir, device=args.device)
-    dataset = load_dataset(args.pairs)
+    dataset = load_dataset(args.pairs, **data_options(args))
     split = None
     split_file = args.run_dir / "split.json"
     if split_file.is_file():

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from modalign.cli.common import add_common, dumps, open_store
+from modalign.cli.common import add_common, add_encoding, data_options, dumps, open_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--pairs", required=True, help="training pairs (use the old run's: its train split is used)")
     u.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     u.add_argument("--epochs", type=int, default=300)
+    add_encoding(u)
     add_common(u)
     p.set_defaults(run=run)
 
@@ -107,7 +108,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     from modalign.search.compat import CompatConfig, train_compat
 
     old = AlignedModel.from_pretrained(args.old, device=args.device)
-    data = load_dataset(args.pairs)
+    data = load_dataset(args.pairs, **data_options(args))
     split_file = args.old / "split.json"
     if split_file.is_file():
         names = set(json.loads(split_file.read_text())["train"])

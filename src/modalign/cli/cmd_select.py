@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from modalign.cli.common import add_common, open_store, print_table, write_json
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table, write_json
 
 SHORT = {"mutual_knn": "mkNN", "cknna": "CKNNA", "unbiased_cka": "CKA-u", "linear_cka": "CKA"}
 
@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for selection.json and the heatmaps")
     p.add_argument("--image-col", default="image", help="image column name in the pairs file")
     p.add_argument("--caption-col", default="caption", help="caption column name in the pairs file")
+    add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SelectConfig(encoders={"image": args.image or ["effnet-lite0"], "text": args.text or ["minilm-l6"]},
                        layers=parse_layers(args.layers), layer_step=args.layer_step, metrics=metrics,
                        rank_by=args.metric, k=args.k, n=args.n, seed=args.seed)
-    columns = {"image_col": args.image_col, "caption_col": args.caption_col}
-    dataset = load_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
+    dataset = load_dataset(args.pairs, **data_options(args))
     result = run_selection(dataset, cfg, open_store(args), device=args.device, progress=not args.quiet)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from modalign.align.methods import list_methods
-from modalign.cli.common import add_common, open_store, print_table
+from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table
 
 RESULT_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
                   "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10"]
@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--split-seed", type=int, help="train/val/test split seed (default: 0)")
     g.add_argument("--no-baselines", action="store_true", help="skip the ridge and Procrustes baselines")
     g.add_argument("--fp16-store", action="store_true", help="store embeddings as float16")
+    add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -99,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from modalign.fit import fit
 
     cfg = build_config(args)
-    columns = {"image_col": args.image_col, "caption_col": args.caption_col}
-    # only pass column names that were changed: named data sets (tuxpaint) take no such options
-    dataset = load_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
+    dataset = load_dataset(args.pairs, **data_options(args))
     result = fit(dataset, cfg, args.out, open_store(args), progress=not args.quiet)
     rows = [{"method": m, **metrics} for m, metrics in result.results.items()]
     print_table(rows, RESULT_COLUMNS, title=f"held-out retrieval ({dataset.name}, test split)")

@@ -33,6 +33,22 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def add_encoding(p: argparse.ArgumentParser) -> None:
+    """--encoding for commands that read a pairs file (CSV/TSV/JSONL); see data_options."""
+    p.add_argument("--encoding", help="text encoding of a CSV/TSV/JSONL pairs file (default: UTF-8), e.g. "
+                                      "latin-1, cp1252, utf-16")
+
+
+def data_options(args: argparse.Namespace) -> dict[str, str]:
+    """Loader options the user set: --encoding, --image-col / --caption-col where they differ from the
+    defaults (named data sets such as tuxpaint take no such options, so the defaults stay unsaid)."""
+    defaults = {"image_col": "image", "caption_col": "caption"}
+    out = {k: getattr(args, k) for k, v in defaults.items() if getattr(args, k, v) != v}
+    if getattr(args, "encoding", None):
+        out["encoding"] = args.encoding
+    return out
+
+
 def add_common(p: argparse.ArgumentParser, store: bool = True, device: bool = True) -> None:
     if store:
         p.add_argument("--store", type=Path, default=None,

@@ -1,8 +1,22 @@
-"""Safe image decoding: every failure becomes an InvalidItem with a reason, never a crash."""
+"""Safe image decoding: every failure becomes an InvalidItem with a reason, never a crash or a hang.
+
+One guarded path for every place that opens an image (the encoders' loaders, data set readers, report
+plots, the search service's uploads and thumbnails):
+
+    load_image(path_or_array)            -> RGB PIL image (PNG/JPEG/... or SVG), transparency flattened
+    decode_image_bytes(data, name)       -> decoded PIL image from bytes (an upload, a parquet cell)
+    read_image_file(path)                -> the bytes of a regular file (a FIFO or a device is refused)
+
+Guards: only regular files are opened (a FIFO named x.png is skipped at once, never waited on); files
+above MAX_FILE_BYTES and images above MAX_PIXELS are skipped as "image too large" (ImageTooLarge) before
+any pixel is decoded, PIL's own decompression-bomb error included; SVGs are rendered by data.svg with
+the same pixel cap and without reading any other file.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,12 +24,18 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from modalign.errors import InvalidItem
+from modalign.data.svg import SVG_RENDER_WIDTH, render_svg
+from modalign.errors import ImageTooLarge, InvalidItem
+from modalign.utils.io import NotARegularFile, open_regular
 
-# SVGs are rendered at this width (height by aspect ratio); encoders then resize as for any image.
-SVG_RENDER_WIDTH = 448
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "SVG_RENDER_WIDTH", "decode_image_bytes", "load_image", "load_text",
+           "open_image", "read_image_file", "to_rgb"]
+
 # Decompression-bomb guard: refuse images above this many pixels (PIL's default is 89M and only warns).
 MAX_PIXELS = 64_000_000
+# No image file is read into memory above this size (a 64 Mpx PNG is far smaller).
+MAX_FILE_BYTES = 256 * 1024 * 1024
+SVG_SUFFIXES = (".svg", ".svgz")
 
 
 def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -29,11 +49,11 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
         img = Image.fromarray(arr)
     elif isinstance(item, str | Path):
         path = Path(item)
-        if not path.exists():
-            raise InvalidItem(f"missing file: {path}")
-        if path.suffix.lower() in (".svg", ".svgz"):
-            return to_rgb(render_svg(path), background)
-        img = open_image(path, path.name)
+        data = read_image_file(path)
+        if path.suffix.lower() in SVG_SUFFIXES:
+            rendered = render_svg(data, path.name, max_pixels=MAX_PIXELS)
+            return to_rgb(decode_image_bytes(rendered, path.name), background)
+        img = decode_image_bytes(data, path.name)
     else:
         raise InvalidItem(f"not an image: {type(item).__name__}")
     if img.width == 0 or img.height == 0:
@@ -41,42 +61,50 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
     return to_rgb(img, background)
 
 
-def open_image(source: Any, name: str = "") -> Image.Image:
-    """Opens and fully decodes an image file or file object; refuses decompression bombs.
+def read_image_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file; InvalidItem for a missing, unreadable, non-regular or oversized one."""
+    path = Path(path)
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise ImageTooLarge(f"image too large: {path.name} is {size} bytes (limit {max_bytes})")
+            return f.read(max_bytes + 1)
+    except FileNotFoundError as e:
+        raise InvalidItem(f"missing file: {path}") from e
+    except NotARegularFile as e:
+        raise InvalidItem(f"not a regular file: {path} is a FIFO, device or folder") from e
+    except OSError as e:
+        raise InvalidItem(f"unreadable file {path.name}: {e.strerror or e}") from e
 
-    Every failure is an InvalidItem naming the cause, so callers skip-and-count instead of crashing.
+
+def decode_image_bytes(data: bytes, name: str = "", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An image file's bytes -> a fully decoded PIL image (any mode); InvalidItem / ImageTooLarge otherwise."""
+    if not data:
+        raise InvalidItem(f"empty image file {name}".rstrip())
+    return open_image(io.BytesIO(data), name, max_pixels)
+
+
+def open_image(source: Any, name: str = "", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Opens and fully decodes an image file object (or path); refuses decompression bombs.
+
+    The size is read from the header and checked before any pixel is decoded. Every failure is an
+    InvalidItem naming the cause, so callers skip-and-count instead of crashing.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
-            if img.width * img.height > MAX_PIXELS:
-                raise InvalidItem(f"image too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
+            if img.width * img.height > max_pixels:
+                raise ImageTooLarge(f"image too large: {img.width}x{img.height} pixels (limit {max_pixels})")
             img.load()
     except InvalidItem:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"image too large: {name or 'image'}: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         label = f"undecodable image {name}" if name else "undecodable image"
         raise InvalidItem(f"{label}: {type(e).__name__}: {e}") from e
-    return img
-
-
-def render_svg(path: Path, width: int = SVG_RENDER_WIDTH) -> Image.Image:
-    """Rasterises an SVG (resvg, via the optional `resvg-py` package) at `width` pixels, aspect kept.
-
-    One render at the size the encoders need: rendering at the natural size (often 1000+ px) and
-    downsizing cost several times more, and the width is part of every image encoder's cache key.
-    """
-    try:
-        import resvg_py
-    except ImportError as e:
-        raise InvalidItem("unsupported format: SVG needs the optional package resvg-py "
-                          "(pip install 'modalign[svg]')") from e
-    try:
-        img = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=width))))
-        img.load()
-    except (ValueError, OSError) as e:
-        raise InvalidItem(f"undecodable SVG {path.name}: {e}") from e
     return img
 
 
@@ -97,4 +125,8 @@ def load_text(item: Any) -> str:
     text = " ".join(item.split())
     if not text:
         raise InvalidItem("empty caption")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate (e.g. "\ud800" in JSON): no tokenizer takes it
+        raise InvalidItem(f"caption is not valid Unicode: {e.reason} at character {e.start}") from e
     return text

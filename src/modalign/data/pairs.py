@@ -9,11 +9,17 @@ same image add captions to one group; a caption cell may also hold a list (JSON 
 optional label column gives every image a class (group_labels + classnames). Images are not opened
 here: a missing file stays in the data set (counted in the log) and the store skips it with a reason.
 Rows with no image path or no caption are dropped, counted per reason (see `skipped_of`).
+
+Text files are read as UTF-8 (a BOM is allowed) unless `encoding=` says otherwise (`--encoding` on the
+command line, `?encoding=latin-1` in a data spec); a byte that does not decode is an error naming its
+line and byte, never a traceback. Whatever the bytes, a reader returns rows, counts a skip, or raises
+a ConfigError.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -31,6 +37,7 @@ from modalign.errors import ConfigError, MissingDataError
 logger = logging.getLogger(__name__)
 
 PAIRS_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, with or without a byte-order mark
 
 
 @dataclass
@@ -45,10 +52,11 @@ def pairs_format(path: str | os.PathLike) -> str | None:
 
 
 def load_pairs(path: str | os.PathLike, image_col: str = "image", caption_col: str = "caption",
-               name: str | None = None, label_col: str = "label") -> AlignedDataset:
+               name: str | None = None, label_col: str = "label", encoding: str = DEFAULT_ENCODING) -> AlignedDataset:
     """Reads a pairs table into an AlignedDataset with an "image" and a "text" column.
 
-    `label_col` is used when the file has that column (else the data set has no labels).
+    `label_col` is used when the file has that column (else the data set has no labels). `encoding`: of
+    a CSV/TSV/JSONL file (e.g. "latin-1", "cp1252"); Parquet stores text as UTF-8 itself.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -60,7 +68,7 @@ def load_pairs(path: str | os.PathLike, image_col: str = "image", caption_col: s
             f"use one of {', '.join(sorted(PAIRS_FORMATS))}"
         )
     skips = SkipCounter("rows")
-    table = read_table(path, fmt, skips)
+    table = read_table(path, fmt, skips, encoding)
     missing = [c for c in (image_col, caption_col) if c not in table.columns]
     if missing:
         raise ConfigError(
@@ -99,40 +107,65 @@ def load_pairs(path: str | os.PathLike, image_col: str = "image", caption_col: s
 
 # ---- readers ---------------------------------------------------------------------------------------
 
-def read_table(path: Path, fmt: str, skips: SkipCounter) -> Table:
+def read_table(path: Path, fmt: str, skips: SkipCounter, encoding: str = DEFAULT_ENCODING) -> Table:
     """Column names and rows of a table file; unreadable JSON lines are counted in `skips`."""
     if fmt in ("csv", "tsv"):
-        return _read_csv(path, delimiter="\t" if fmt == "tsv" else ",")
+        return _read_csv(path, "\t" if fmt == "tsv" else ",", encoding)
     if fmt == "jsonl":
-        return _read_jsonl(path, skips)
+        return _read_jsonl(path, skips, encoding)
     return _read_parquet(path)
 
 
-def _read_csv(path: Path, delimiter: str) -> Table:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+def read_text(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
+    """A text file's content; ConfigError naming the line and byte that does not decode, and the fix."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        return data.decode(encoding)
+    except LookupError as e:
+        raise ConfigError(f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8, "
+                          "latin-1, cp1252 or utf-16") from e
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        shown = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig") else encoding
+        raise ConfigError(
+            f"{path.name} is not valid {shown} text: line {line}, byte {column} (0x{data[e.start]:02x}, file offset "
+            f"{e.start}): {e.reason}. If the file was saved in another encoding, say which: --encoding latin-1 "
+            f"(or cp1252, utf-16 ...) on the command line, '?encoding=latin-1' after a data spec, or "
+            f"encoding='latin-1' in Python"
+        ) from e
+
+
+def _read_csv(path: Path, delimiter: str, encoding: str = DEFAULT_ENCODING) -> Table:
+    reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""), delimiter=delimiter)
+    try:
         columns = [c for c in (reader.fieldnames or []) if c is not None]
         rows = [dict(r) for r in reader]
+    except csv.Error as e:  # a field over the size limit, a stray quote in strict dialects ...
+        raise ConfigError(f"{path.name}: line {reader.line_num}: not a readable CSV row ({e}); check the "
+                          f"quoting there") from e
     return Table(columns, iter(rows))
 
 
-def _read_jsonl(path: Path, skips: SkipCounter) -> Table:
+def _read_jsonl(path: Path, skips: SkipCounter, encoding: str = DEFAULT_ENCODING) -> Table:
     rows: list[dict[str, Any]] = []
     columns: dict[str, None] = {}  # ordered set
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                skips.add("invalid JSON line", f"line {n}")
-                continue
-            if not isinstance(row, dict):
-                skips.add("JSON line is not an object", f"line {n}")
-                continue
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
+    for n, line in enumerate(read_text(path, encoding).split("\n"), start=1):  # JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: arrays nested thousands deep
+            skips.add("invalid JSON line", f"line {n}")
+            continue
+        if not isinstance(row, dict):
+            skips.add("JSON line is not an object", f"line {n}")
+            continue
+        columns.update(dict.fromkeys(row))
+        rows.append(row)
     return Table(list(columns), iter(rows))
 
 
@@ -141,12 +174,19 @@ def _read_parquet(path: Path) -> Table:
         import pyarrow.parquet as pq
     except ImportError as e:
         raise ConfigError(f"reading {path.name} needs pyarrow: pip install 'modalign[data]'") from e
-    pf = pq.ParquetFile(path)
-    columns = list(pf.schema_arrow.names)
+    fix = "is it a complete Parquet file? (pyarrow: {e})"
+    try:
+        pf = pq.ParquetFile(path)
+        columns = list(pf.schema_arrow.names)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise ConfigError(f"{path.name} cannot be read as Parquet: " + fix.format(e=e)) from e
 
     def rows() -> Iterator[dict[str, Any]]:
-        for batch in pf.iter_batches(batch_size=4096):
-            yield from batch.to_pylist()
+        try:
+            for batch in pf.iter_batches(batch_size=4096):
+                yield from batch.to_pylist()
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path.name}: a row group cannot be read: " + fix.format(e=e)) from e
 
     return Table(columns, rows())
 

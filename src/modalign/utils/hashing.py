@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from modalign.utils.io import open_regular
+
 _FILE_HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -30,7 +32,7 @@ def hash_file(path: str | os.PathLike, length: int = 32) -> str:
     cached = _FILE_HASH_CACHE.get(key)
     if cached is None:
         h = hashlib.blake2b(digest_size=32)
-        with open(p, "rb") as f:
+        with open_regular(p) as f:  # a FIFO raises at once instead of blocking the hash forever
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         cached = h.hexdigest()
@@ -50,8 +52,10 @@ def hash_files(paths: list[Path], length: int = 32) -> str:
 def hash_item(item: Any, h: hashlib._Hash) -> None:
     """Feeds one raw data item into a running hash: a file's bytes, an array's bytes, a string."""
     if isinstance(item, Path):
-        p = item
-        h.update(hash_file(p).encode() if p.is_file() else f"<missing:{p}>".encode())
+        try:  # a missing, unreadable or non-regular file is hashed by its name; the loader skips it later
+            h.update(hash_file(item).encode())
+        except OSError:
+            h.update(f"<missing:{item}>".encode())
     elif isinstance(item, np.ndarray):
         h.update(str((item.shape, item.dtype.str)).encode())
         h.update(np.ascontiguousarray(item).tobytes())

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+
+class NotARegularFile(OSError):
+    """A path that is a FIFO, a device or a folder where a file's bytes were expected."""
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Opens a regular file for reading in binary mode; anything else raises NotARegularFile at once.
+
+    Opened non-blocking and checked with fstat on the open descriptor, so a FIFO named `x.png` can
+    neither hang the caller (an open FIFO waits for a writer) nor be swapped in after a check.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file (a FIFO, device or folder)", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
