@@ -156,3 +156,106 @@ def test_index_build_skips_and_counts_nan_vectors_and_refuses_an_all_nan_model(t
         linear.weight.fill_(float("nan"))
     with pytest.raises(ConfigError, match="gives NaN/inf for every item"):
         build_index(tmp_path / "model", collection, tmp_path / "idx2", store, model=model, progress=False)
+
+
+class _RunsCode:
+    """What a hostile pickle does: loading it calls a function of the attacker's choice."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_distributed_features_files_never_run_code(tmp_path):
+    from modalign.align.features import FeatureSet
+    from modalign.align.projectors import ProjectorConfig
+    from modalign.distributed.train_ddp import load_features, save_features
+    from modalign.model import TowerConfig
+
+    towers = {m: TowerConfig(m, "enc", "final", 4, "fp", ProjectorConfig(type="linear", out_dim=2)) for m in ("a", "b")}
+    fs = FeatureSet({"a": torch.ones(3, 4), "b": torch.zeros(3, 4)}, {"a": torch.arange(3), "b": torch.arange(3)})
+    save_features(tmp_path / "ok.pt", towers, fs)
+    loaded, train_fs, val_fs = load_features(tmp_path / "ok.pt")
+    assert loaded == towers and torch.equal(train_fs.features["a"], fs.features["a"]) and val_fs is None
+
+    marker = tmp_path / "code-ran"
+    torch.save({"towers": {}, "train": _RunsCode(marker), "val": None}, tmp_path / "evil.pt")
+    with pytest.raises(MismatchError, match="more than tensors and plain data"):
+        load_features(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+# ---- edited model bundles (config.json + model.safetensors) ------------------------------------------------------
+def _cfg(edit):
+    def apply(folder: Path) -> None:
+        cfg = json.loads((folder / "config.json").read_text())
+        edit(cfg)
+        (folder / "config.json").write_text(json.dumps(cfg))
+    return apply
+
+
+def _weights(edit):
+    def apply(folder: Path) -> None:
+        path = folder / "model.safetensors"
+        path.write_bytes(edit(path.read_bytes()))
+    return apply
+
+
+EDITS = {
+    "towers missing": (_cfg(lambda c: c.pop("towers")), r"config\.json: missing field 'towers'"),
+    "projector missing": (_cfg(lambda c: c["towers"]["image"].pop("projector")),
+                          r"config\.json: tower 'image': missing field 'projector'"),
+    "input_dim a string": (_cfg(lambda c: c["towers"]["text"].__setitem__("input_dim", "big")),
+                           r"tower 'text': field 'input_dim' must be int, got str 'big'"),
+    "towers a list": (_cfg(lambda c: c.__setitem__("towers", [1])), r"field 'towers' must be dict, got list"),
+    "unknown projector type": (_cfg(lambda c: c["towers"]["image"]["projector"].__setitem__("type", "quantum")),
+                               r"config\.json: unknown projector type 'quantum'; known: .*mlp"),
+    "depth 1000000": (_cfg(lambda c: c["towers"]["image"]["projector"].__setitem__("depth", 1_000_000)),
+                      r"tower 'image': projector depth must be an integer in \[1, 64\], got 1000000"),
+    "hidden width 2**20": (_cfg(lambda c: c["towers"]["image"]["projector"].__setitem__("hidden_dim", 2**20)),
+                           r"model\.safetensors does not match config\.json: shape mismatch .*1048576"),
+    "invalid JSON": (lambda f: (f / "config.json").write_text('{"format": '), r"config\.json: the model config is "
+                                                                               r"not valid JSON"),
+    "truncated weights": (_weights(lambda b: b[: len(b) // 2]), r"model\.safetensors: tensor .* do not fit|"
+                                                                 r"header claims"),
+    "huge safetensors header": (_weights(lambda b: (2**60).to_bytes(8, "little") + b"{}"),
+                                r"header claims 1152921504606846976 bytes"),
+    "NaN weights": (None, r"holds NaN/inf in 1 tensor"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from modalign.align.projectors import ProjectorConfig
+    from modalign.model import AlignedModel, TowerConfig
+
+    proj = ProjectorConfig(out_dim=16, hidden_dim=32)
+    towers = {m: TowerConfig(m, f"{m}-encoder", "final", d, "fp", proj) for m, d in (("image", 1280), ("text", 384))}
+    folder = tmp_path_factory.mktemp("bundle")
+    AlignedModel(towers).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", list(EDITS))
+def test_edited_bundles_fail_fast_naming_file_and_field(tmp_path, saved_model, case):
+    import resource
+
+    from modalign.model import AlignedModel
+
+    edit, message = EDITS[case]
+    folder = tmp_path / "edited"
+    shutil.copytree(saved_model, folder)
+    if edit is None:  # NaN weights: a model damaged on disk
+        model = AlignedModel.from_pretrained(folder)
+        with torch.no_grad():
+            model.projectors["text"].mlp[0].weight[0, 0] = float("nan")
+        model.save_pretrained(folder)
+    else:
+        edit(folder)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(MismatchError, match=message):
+        AlignedModel.from_pretrained(folder)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, f"{case}: peak memory grew by {grown_mb:.0f} MB before failing"

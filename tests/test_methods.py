@@ -219,7 +219,7 @@ def test_lowrank_and_star_heads(tmp_path):
     assert star(x).shape == (6, 16)
     h = torch.nn.functional.relu6(star.gate(star.norm(x))) * star.value(star.norm(x))
     assert torch.allclose(star(x), star.out(h), atol=1e-6)  # the gated product of two branches
-    with pytest.raises(ConfigError, match="rank >= 1"):
+    with pytest.raises(ConfigError, match=r"projector rank must be an integer in \[1, "):
         create_projector(48, ProjectorConfig(type="lowrank", rank=0))
     tr, va = _split(*_correlated(200), n_train=160)
     for head in ("lowrank", "star"):

@@ -12,7 +12,6 @@ learned temperature. Encoders are created lazily, on first use, and checked agai
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalign import __version__
-from modalign.align.projectors import ProjectorConfig
+from modalign.align.projectors import MAX_WIDTH, ProjectorConfig
 from modalign.encoders.base import Encoder
 from modalign.errors import ConfigError, MismatchError
 from modalign.layermix import (
@@ -67,8 +66,29 @@ class TowerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TowerConfig:
-        return cls(**{**d, "projector": ProjectorConfig.from_dict(d["projector"])})
+    def from_dict(cls, d: dict[str, Any], where: str = "tower config") -> TowerConfig:
+        """A tower from its config.json entry; MismatchError naming `where` and the field that is wrong."""
+        from modalign.utils.artifacts import field
+
+        if not isinstance(d, dict):
+            raise MismatchError(f"{where}: a tower is a JSON object, got {type(d).__name__}")
+        known = {"modality", "encoder", "layer", "input_dim", "encoder_fingerprint", "projector", "layer_mix"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise MismatchError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+        for key in ("modality", "encoder", "encoder_fingerprint"):
+            field(d, key, str, where)
+        layer = field(d, "layer", (str, list), where)
+        if isinstance(layer, list) and not all(isinstance(x, str) for x in layer):
+            raise MismatchError(f"{where}: field 'layer' must list layer names, got {layer!r}")
+        input_dim = field(d, "input_dim", int, where)
+        try:
+            projector = ProjectorConfig.from_dict(field(d, "projector", dict, where))
+            if not 1 <= input_dim <= MAX_WIDTH:
+                raise ConfigError(f"input_dim must be in [1, {MAX_WIDTH}], got {input_dim}")
+            return cls(**{**d, "projector": projector})
+        except ConfigError as e:
+            raise MismatchError(f"{where}: {e}") from e
 
 
 class AlignedModel(nn.Module):
@@ -184,9 +204,12 @@ class AlignedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoders: dict[str, str | Encoder] | None = None,
                         device: str = "cpu", check_fingerprint: bool = True) -> AlignedModel:
-        """Loads a saved folder; `encoders` replaces a tower's encoder (spec or object), checked for a match."""
-        from safetensors.torch import load_file
+        """Loads a saved folder; `encoders` replaces a tower's encoder (spec or object), checked for a match.
 
+        An edited, truncated or forged folder fails with a MismatchError naming the file and the field:
+        config.json is checked field by field, and the shapes it implies are compared with the
+        safetensors header (on the meta device) before any weight is allocated or read.
+        """
         if str(directory).startswith("hf-hub:"):  # a Hugging Face Hub repo: download (or find in cache) first
             from modalign.hub import resolve
 
@@ -195,27 +218,10 @@ class AlignedModel(nn.Module):
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{directory} is not a saved modalign model: no {CONFIG_NAME} in it")
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("format") != FORMAT:
-            raise MismatchError(f"{cfg_path} is not a modalign model config (format={cfg.get('format')!r})")
-        towers = {m: TowerConfig.from_dict(t) for m, t in cfg["towers"].items()}
-        model = cls(towers, metadata=cfg.get("metadata"))
-        state = load_file(str(directory / WEIGHTS_NAME))
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            raise MismatchError(
-                f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: "
-                + "; ".join(filter(None, [
-                    f"missing tensors {missing[:5]}" if missing else "",
-                    f"unexpected tensors {unexpected[:5]}" if unexpected else "",
-                    "shape mismatch " + ", ".join(f"{k}: saved {tuple(state[k].shape)} vs config "
-                                                  f"{tuple(expected[k].shape)}" for k in wrong[:5]) if wrong else "",
-                ]))
-            )
-        model.load_state_dict(state)
+        towers, metadata = _read_config(cfg_path)
+        shapes = _checked_shapes(cls, towers, directory / WEIGHTS_NAME)
+        model = cls(towers, metadata=metadata)
+        model.load_state_dict(_load_weights(directory / WEIGHTS_NAME, shapes))
         model.to(device)
         for modality, enc in (encoders or {}).items():
             if isinstance(enc, str):
@@ -229,6 +235,63 @@ class AlignedModel(nn.Module):
         if modality not in self.towers:
             raise KeyError(f"this model has no {modality!r} tower; it has: {', '.join(self.towers)}")
         return self.towers[modality]
+
+
+def _read_config(path: Path) -> tuple[dict[str, TowerConfig], dict[str, Any]]:
+    """The towers and metadata of a config.json, every field checked (MismatchError naming it)."""
+    from modalign.utils.artifacts import field, read_json_object
+
+    cfg = read_json_object(path, "model config")
+    if cfg.get("format") != FORMAT:
+        raise MismatchError(f"{path} is not a modalign model config (format={cfg.get('format')!r})")
+    towers_cfg = field(cfg, "towers", dict, str(path))
+    if not towers_cfg:
+        raise MismatchError(f"{path}: field 'towers' is empty; a model needs at least one tower")
+    towers = {m: TowerConfig.from_dict(t, f"{path}: tower {m!r}") for m, t in towers_cfg.items()}
+    metadata = field(cfg, "metadata", dict, str(path), default={}) if cfg.get("metadata") is not None else {}
+    return towers, metadata
+
+
+def _checked_shapes(cls: type[AlignedModel], towers: dict[str, TowerConfig], weights: Path) -> dict[str, tuple]:
+    """Compares the tensors the config implies (built on the meta device: no memory) with the file's header."""
+    from modalign.utils.artifacts import safetensors_shapes
+
+    saved = safetensors_shapes(weights)
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls(towers).state_dict().items()}
+    except ConfigError as e:
+        raise MismatchError(f"{weights.parent / CONFIG_NAME}: {e}") from e
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(saved) if expected[k] != saved[k][1])
+    if missing or unexpected or wrong:
+        raise MismatchError(
+            f"{weights} does not match {CONFIG_NAME}: "
+            + "; ".join(filter(None, [
+                f"missing tensors {missing[:5]}" if missing else "",
+                f"unexpected tensors {unexpected[:5]}" if unexpected else "",
+                "shape mismatch " + ", ".join(f"{k}: saved {saved[k][1]} vs config {expected[k]}"
+                                              for k in wrong[:5]) if wrong else "",
+            ]))
+        )
+    return saved
+
+
+def _load_weights(path: Path, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """The tensors of a checked safetensors file; MismatchError for unreadable or non-finite weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise MismatchError(f"{path} cannot be read ({e}); save the model again") from e
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise MismatchError(f"{path} holds NaN/inf in {len(bad)} tensor(s) (e.g. {bad[0]}): the model is damaged; "
+                            "train it again")
+    return state
 
 
 def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:

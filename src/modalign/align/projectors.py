@@ -20,6 +20,9 @@ from modalign.utils.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
+MAX_WIDTH = 1 << 20  # any projector width (out_dim, hidden_dim, rank, an input dim): checked before allocating
+MAX_DEPTH = 64  # MLP layers
+
 
 @dataclass
 class ProjectorConfig:
@@ -36,10 +39,32 @@ class ProjectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
-        return config_from_dict(cls, d, "projector")
+        if not isinstance(d, dict):
+            raise ConfigError(f"a projector config is a table of options, got {type(d).__name__}")
+        cfg = config_from_dict(cls, d, "projector")
+        cfg.check()
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check(self) -> None:
+        """Types and sizes, before anything is allocated (a hand-edited `depth: 1000000` or a width of
+        10**12 is refused here, not after gigabytes of weights)."""
+        for name, low, high in (("out_dim", 1, MAX_WIDTH), ("hidden_dim", 1, MAX_WIDTH), ("rank", 1, MAX_WIDTH),
+                                ("depth", 1, MAX_DEPTH)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"projector {name} must be an integer in [{low}, {high}], got {value!r}")
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ConfigError(f"projector {name} must be a number in [0, 1), got {value!r}")
+        for name in ("residual", "input_norm", "standardize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"projector {name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.type, str):
+            raise ConfigError(f"projector type must be a name, got {self.type!r}")
 
 
 ProjectorFactory = Callable[[int, ProjectorConfig], nn.Module]
@@ -61,6 +86,9 @@ def list_projectors() -> list[str]:
 
 
 def create_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
+    config.check()
+    if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim > MAX_WIDTH:
+        raise ConfigError(f"projector input width must be an integer up to {MAX_WIDTH}, got {in_dim!r}")
     factory = _PROJECTORS.get(config.type)
     if factory is None:
         # in registration order: the basic heads first, then later additions

@@ -74,7 +74,7 @@ def train_distributed(model: Any, train_data: FeatureSet, val_data: FeatureSet |
         out = str(Path(tmp) / "rank0.pt")
         mp.spawn(_worker, args=(nprocs, backend, port or free_port(), model.cpu(), train_data, val_data, cfg, out),
                  nprocs=nprocs, join=True)
-        saved = torch.load(out, weights_only=False)
+        saved = torch.load(out, weights_only=True)  # tensors and plain data only: never unpickles code
     model.load_state_dict(saved["state"])
     model.eval()
     return TrainResult(**saved["result"])

@@ -36,7 +36,15 @@ def save_features(path: str | Path, towers: dict[str, TowerConfig], train: Featu
 
 
 def load_features(path: str | Path) -> tuple[dict[str, TowerConfig], FeatureSet, FeatureSet | None]:
-    d = torch.load(path, weights_only=False)
+    import pickle
+
+    from modalign.errors import MismatchError
+
+    try:
+        d = torch.load(path, weights_only=True)  # tensors and plain data only: a features file never runs code
+    except pickle.UnpicklingError as e:
+        raise MismatchError(f"{path} holds more than tensors and plain data (Python objects that loading would "
+                            f"run); it was not written by save_features: write it again with save_features") from e
 
     def fs(x: dict[str, Any] | None) -> FeatureSet | None:
         return None if x is None else FeatureSet(x["features"], x["groups"])
