@@ -111,7 +111,7 @@ def test_ranks_keep_positive_ties_and_leave_out_queries_without_positives():
 
 
 def test_clip_benchmark_accuracy_counts_ties_and_nan_as_misses():
-    from modalign.clip_benchmark import _accuracy
+    from modalign.integrations.clip_benchmark import _accuracy
 
     target = torch.tensor([0, 1, 2, 3])
     assert _accuracy(torch.zeros(4, 6), target, (1, 5)) == [0.0, 0.0]  # all classes tie

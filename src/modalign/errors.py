@@ -33,3 +33,7 @@ class MissingDataError(ModalignError, FileNotFoundError):
 
 class NonFiniteError(ModalignError, ValueError):
     """Features or a training loss hold NaN/inf: results computed from them would be silently wrong."""
+
+
+class NotFoundError(ModalignError, FileNotFoundError):
+    """A file or folder the command was pointed at is not there (or is not what it should be)."""

@@ -12,6 +12,7 @@ learned temperature. Encoders are created lazily, on first use, and checked agai
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,16 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalign import __version__
-from modalign.align.projectors import MAX_WIDTH, ProjectorConfig
+from modalign.align.layer_mix import create_tower_module
+from modalign.align.projectors import MAX_WIDTH, PROJECTORS, ProjectorConfig
 from modalign.encoders.base import Encoder
-from modalign.errors import ConfigError, MismatchError
-from modalign.layermix import (
-    as_layer_list,
-    create_tower_module,
-    encode_layers,
-    layer_dims,
-    normalize_layer_spec,
-)
+from modalign.encoders.layers import encode_layers, layer_dims
+from modalign.errors import ConfigError, MismatchError, NotFoundError
+from modalign.utils.layer_spec import as_layer_list, normalize_layer_spec
+from modalign.utils.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ FORMAT = "modalign.aligned_model"
 class TowerConfig:
     modality: str  # "image" | "text" | "audio" ...
     encoder: str  # encoder spec string, e.g. "effnet-lite0", "st:sentence-transformers/all-MiniLM-L6-v2"
-    layer: str | list[str]  # encoder layer the projector reads, or several (see modalign.layermix)
+    layer: str | list[str]  # encoder layer the projector reads, or several (see modalign.align.layer_mix)
     input_dim: int  # width of that layer's pooled features (several layers: the sum of their widths)
     encoder_fingerprint: str  # hash of the encoder weights the projector was trained on
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
@@ -82,6 +80,7 @@ class TowerConfig:
         if isinstance(layer, list) and not all(isinstance(x, str) for x in layer):
             raise MismatchError(f"{where}: field 'layer' must list layer names, got {layer!r}")
         input_dim = field(d, "input_dim", int, where)
+        field(d, "layer_mix", str, where, default="concat")
         try:
             projector = ProjectorConfig.from_dict(field(d, "projector", dict, where))
             if not 1 <= input_dim <= MAX_WIDTH:
@@ -188,13 +187,16 @@ class AlignedModel(nn.Module):
             "modalign_version": __version__,
             "embed_dim": self.embed_dim,
             "towers": {m: t.to_dict() for m, t in self.towers.items()},
+            # which module registers each projector type, so a reload can import it (or say which to import)
+            "projector_modules": {t.projector.type: PROJECTORS.get(t.projector.type).__module__
+                                  for t in self.towers.values()},
             "metadata": self.metadata,
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from modalign.utils.io import atomic_write, atomic_write_json
 
-        directory = Path(directory)
+        directory = user_path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(_safetensors_bytes(state)))
@@ -211,13 +213,13 @@ class AlignedModel(nn.Module):
         safetensors header (on the meta device) before any weight is allocated or read.
         """
         if str(directory).startswith("hf-hub:"):  # a Hugging Face Hub repo: download (or find in cache) first
-            from modalign.hub import resolve
+            from modalign.utils.hub import resolve
 
             directory = resolve(str(directory))
-        directory = Path(directory)
+        directory = user_path(directory)
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved modalign model: no {CONFIG_NAME} in it")
+            raise NotFoundError(f"{directory} is not a saved modalign model: no {CONFIG_NAME} in it")
         towers, metadata = _read_config(cfg_path)
         shapes = _checked_shapes(cls, towers, directory / WEIGHTS_NAME)
         model = cls(towers, metadata=metadata)
@@ -244,6 +246,7 @@ def _read_config(path: Path) -> tuple[dict[str, TowerConfig], dict[str, Any]]:
     cfg = read_json_object(path, "model config")
     if cfg.get("format") != FORMAT:
         raise MismatchError(f"{path} is not a modalign model config (format={cfg.get('format')!r})")
+    _import_projector_modules(field(cfg, "projector_modules", dict, str(path), default={}), path)
     towers_cfg = field(cfg, "towers", dict, str(path))
     if not towers_cfg:
         raise MismatchError(f"{path}: field 'towers' is empty; a model needs at least one tower")
@@ -292,6 +295,25 @@ def _load_weights(path: Path, shapes: dict[str, tuple]) -> dict[str, torch.Tenso
         raise MismatchError(f"{path} holds NaN/inf in {len(bad)} tensor(s) (e.g. {bad[0]}): the model is damaged; "
                             "train it again")
     return state
+
+
+def _import_projector_modules(modules: dict[str, Any], path: Path) -> None:
+    """Registers the saved projector types: modalign's own modules are imported; any other module must
+    be imported by the caller first (a config file never makes us import code it names)."""
+    for ptype, module in modules.items():
+        if ptype in PROJECTORS:
+            continue
+        if not isinstance(module, str):
+            raise MismatchError(f"{path}: projector_modules[{ptype!r}] must be a module name, got {module!r}")
+        if module == "modalign" or module.startswith("modalign."):
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise MismatchError(f"{path}: projector type {ptype!r} comes from {module!r}, which this modalign "
+                                    f"does not have ({e}); load the model with the version that saved it") from e
+        else:
+            raise ConfigError(f"projector type {ptype!r} is registered by module {module!r}; import it "
+                              f"(`import {module}`) before loading this model")
 
 
 def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
