@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +33,11 @@ class ProjectorConfig:
     rank: int = 64  # lowrank: width of the nonlinear low-rank residual on top of the linear map
     input_dropout: float = 0.0  # dropout on the frozen features themselves: a cheap augmentation on small data
     standardize: bool = True  # subtract the training-set feature mean and divide by its std (stored as buffers)
+    options: dict[str, Any] = field(default_factory=dict)  # type-specific settings of the closed-form heads
+    #                         ("kernel", "relative", "label-bridge", "ensemble"): what their weights' shapes need
+
+    def __post_init__(self) -> None:
+        self.options = dict(self.options)  # a copy: configs are shared between towers by `replace`
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
@@ -214,3 +219,7 @@ def _lowrank(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
 def _star(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
     return StarProjector(in_dim, cfg)
 
+
+
+# the closed-form heads register themselves in their own modules (imported here so the registry is complete)
+from modalign.align import ensemble, kernel_cca, label_bridge, relative  # noqa: E402, F401
