@@ -117,3 +117,55 @@ def test_missing_package_cli_says_how_to_install(tmp_path):
     err = " ".join(proc.stderr.split())  # the log handler wraps long lines
     assert proc.returncode == 1
     assert "apt-get install cataclysm-dda-data" in err and "Traceback" not in err
+
+
+# ---- Open Clip Art -----------------------------------------------------------------------------------
+OPENCLIPART_ROOT = Path("/usr/share/openclipart")
+OPENCLIPART_PICKS = ["food/fruit", "animals/birds", "transportation/roadsigns", "shapes/stars", "computer/icons/flat-theme"]
+
+
+@pytest.fixture()
+def openclipart_root(tmp_path) -> Path:
+    """Four drawings (png + svg) from each of five folders of openclipart-png/-svg, plus a link and a copy."""
+    src = _require(OPENCLIPART_ROOT, "openclipart-png openclipart-svg")
+    root = tmp_path / "openclipart"
+    for sub in OPENCLIPART_PICKS:
+        for png in sorted((src / "png" / sub).glob("*.png"))[:4]:
+            rel = png.relative_to(src / "png")
+            for kind, path in (("png", png), ("svg", src / "svg" / rel.with_suffix(".svg"))):
+                (root / kind / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, (root / kind / rel).with_suffix(path.suffix))
+    fruit = sorted((root / "png" / "food" / "fruit").glob("*.png"))
+    (root / "png" / "food" / "fruit" / "zz_link.png").symlink_to(fruit[0])
+    shutil.copy(fruit[1], root / "png" / "food" / "zz_copy.png")
+    return root
+
+
+def test_openclipart_from_a_real_slice(openclipart_root):
+    ds = load_dataset(f"openclipart?root={openclipart_root}")
+    image, text = ds.column("image"), ds.column("text")
+    assert ds.n_groups == len(image) == len(text) == 12  # fruit, birds, roadsigns: 4 each
+    assert ds.classnames == ["animals", "food", "transportation"]
+    assert all(not i.startswith(("shapes/", "computer/icons/")) for i in image.ids)
+    # captions: cleaned titles plus keywords from the SVG metadata, never noise words
+    assert all(c and "hash" not in c and "Clipart by" not in c for c in text.items)
+    assert any("(" in c for c in text.items)
+    assert skipped_of(ds) == {"left out: computer/icons": 4, "left out: shapes": 4,
+                              "link to a drawing already taken": 1, "byte-identical copy": 1}
+    split = ds.split({"train": 0.5, "test": 0.5}, seed=1)
+    assert not set(split["train"]) & set(split["test"])
+    cats = load_dataset(f"openclipart-categories?root={openclipart_root}&min_per_class=4")
+    assert cats.classnames == ds.classnames and len(cats) == 12
+
+
+def test_openclipart_title_cleaning():
+    from modalign.data.openclipart import clean_title, name_from_stem
+
+    assert clean_title("Clipart by Nicu Buculei - pear") == "pear"
+    assert name_from_stem("soft_blue_couch_jonadab_01", "Jonadab") == "soft blue couch"
+    assert name_from_stem("as_carreau_jean_victor_b_", "Jean Victor Balin") == "as carreau"
+
+
+def test_openclipart_missing_package(tmp_path):
+    with pytest.raises(MissingDataError, match="apt-get install openclipart-png openclipart-svg"):
+        load_dataset(f"openclipart?root={tmp_path / 'none'}")

@@ -15,3 +15,11 @@ def register_builtin_sets(register: Callable[..., Any]) -> None:
              "pixel-art tile sets; ?tilesets=A,B / ?exclude_tilesets=A hold styles out (apt: cataclysm-dda-data)")
     register("cdda-categories", load_cdda_categories, "labelled",
              "Cataclysm: DDA sprites labelled by item category (food, guns, clothing ... monster), for zero-shot")
+
+    from modalign.data.openclipart import load_openclipart, load_openclipart_categories
+
+    register("openclipart", load_openclipart, "pairs",
+             "Open Clip Art Library drawings with a caption from title and keywords: ~3.5k pairs, public domain; "
+             "icon themes, shapes, gradients and cards left out (apt: openclipart-png openclipart-svg)")
+    register("openclipart-categories", load_openclipart_categories, "labelled",
+             "Open Clip Art drawings labelled by category (animals, food, people ...), for zero-shot")
