@@ -80,6 +80,9 @@ def _load_builtins() -> None:
                          f"Fashion-MNIST {split} split: {n} 28x28 grey images, 10 classes (apt: dataset-fashion-mnist)")
     register_dataset("fashion-mnist", functools.partial(load_fashion_mnist, split="test"), "labelled",
                      "Fashion-MNIST test split (same as fashion-mnist:test)")
+    from modalign.data.builtin_sets import register_builtin_sets
+
+    register_builtin_sets(register_dataset)
 
 
 def list_datasets(pattern: str = "*") -> list[DatasetEntry]:
