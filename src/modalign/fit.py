@@ -6,10 +6,13 @@
 The run folder is itself a loadable model (config.json + model.safetensors), plus:
   fit_config.json    the resolved configuration (repeat the run with it)
   split.json         which groups went to train / val / test
-  metrics.jsonl      one line per epoch (loss, lr, temperature, validation retrieval)
-  curves.png         loss and validation recall per epoch
+  method.json        what the method did: for `auto` (the default) its choice, the reasons, each part's
+                     validation recall
+  metrics.jsonl      one line per epoch (loss, lr, temperature, validation retrieval) of the trained run:
+                     the method's, or with a closed-form method the trained baseline's (mlp)
+  curves.png         loss and validation recall per epoch of that run
   results.json       test-split retrieval of the model and of each baseline, flat, CLIP_benchmark names
-  baselines/NAME/    each baseline as a loadable model (ridge, procrustes)
+  baselines/NAME/    each baseline as a loadable model (mlp, ridge, procrustes, cca, asif)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from modalign.utils.io import atomic_write_json
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
+DEFAULT_BASELINES = ("mlp", "ridge", "procrustes", "cca", "asif")  # the trained MLP and the closed forms
 
 
 @dataclass
@@ -45,8 +49,10 @@ class FitConfig:
     encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS))  # modality -> spec
     layers: dict[str, str | list[str]] = field(default_factory=dict)  # modality -> layer or layers (default: "final")
     layer_mix: dict[str, str] = field(default_factory=dict)  # modality -> "concat" | "mean" when several layers
-    method: str = "mlp"  # a registered alignment method (modalign.align.methods)
-    baselines: list[str] = field(default_factory=lambda: ["ridge", "procrustes"])  # fitted beside it
+    method: str = "auto"  # a registered alignment method (modalign.align.methods; auto: modalign.workflows.auto)
+    method_options: dict[str, Any] = field(default_factory=dict)  # settings of a closed-form method or auto
+    #                                (e.g. {"kcca": {"reg": 0.3}}); trained methods take theirs from `train`
+    baselines: list[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))  # fitted and reported beside it
     split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     split_seed: int = 0  # the split depends only on this and the number of groups
     store_dtype: str = "float32"  # "float16" halves the store on disk
@@ -119,16 +125,22 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
     cfg = config.train
     if cfg.device == "cpu" and config.device != "cpu":
         cfg = TrainConfig.from_dict({**cfg.to_dict(), "device": config.device})
-    model, info = fit_method(config.method, towers, train_fs, val_fs, cfg, on_epoch=on_epoch, progress=progress)
+    context = {"encoders": encoders, "store": store, "progress": progress}  # what closed forms may need
+    model, info = fit_method(config.method, towers, train_fs, val_fs, cfg, on_epoch=on_epoch,
+                             options=config.method_options, **context)
     t_train = time.perf_counter() - t1
     history = info["result"].history if "result" in info else []
+    atomic_write_json(out_dir / "method.json", {"method": config.method, **_jsonable(info)})
 
     t2 = time.perf_counter()
     baselines = {}
     # closed-form baselines read the same stacked features as one plain matrix: a "mean" mix becomes "concat"
     base_towers = {m: replace(t, layer_mix="concat") for m, t in towers.items()}
-    for name in config.baselines:
-        baselines[name], _ = fit_method(name, base_towers, train_fs, val_fs, cfg)
+    for name in [b for b in config.baselines if b != config.method]:
+        # metrics.jsonl follows the one trained run: the method's, else a trained baseline's
+        extra = {"on_epoch": on_epoch} if not history else {}
+        baselines[name], base_info = fit_method(name, base_towers, train_fs, val_fs, cfg, **context, **extra)
+        history = history or (base_info["result"].history if "result" in base_info else [])
     t_base = time.perf_counter() - t2
 
     results = {config.method: _test_metrics(model, test_fs)}
@@ -159,6 +171,11 @@ def _tower(modality: str, encoder: Any, layer: str | list[str], mix: str) -> Tow
     if len(dims) > 1:
         logger.info("%s tower reads %d layers of %s (%s, %d-d)", modality, len(dims), encoder.spec, mix, sum(dims))
     return TowerConfig(modality, encoder.spec, layer, sum(dims), encoder.fingerprint(), layer_mix=mix)
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able facts of a method's info (a trained run's TrainResult and config are left out)."""
+    return {k: v for k, v in info.items() if isinstance(v, str | int | float | bool | list | dict | None)}
 
 
 def _test_metrics(model: AlignedModel, data: FeatureSet | None) -> dict[str, float]:

@@ -116,10 +116,7 @@ class EnsembleProjector(nn.Module):
         if len(m.parts) != len(self.parts):
             raise ConfigError(f"an ensemble map of {len(m.parts)} parts into a projector of {len(self.parts)}")
         for module, part in zip(self.parts, m.parts, strict=True):
-            if isinstance(part, ModuleMap):
-                module.load_state_dict(part.module.state_dict())
-            else:
-                module.load_map(part)  # type: ignore[operator]  # every closed-form projector has load_map
+            load_feature_map(module, part)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, sum of the parts' widths)
@@ -131,11 +128,10 @@ def _ensemble(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
     return EnsembleProjector(in_dim, cfg)
 
 
-def build_projector(in_dim: int, m: FeatureMap) -> nn.Module:
-    """A registered projector module holding the fitted map `m` (what AlignedModel saves and reloads)."""
-    module = create_projector(in_dim, m.projector_config())
+def load_feature_map(module: nn.Module, m: FeatureMap) -> nn.Module:
+    """Puts the fitted map `m` into `module`, a projector built from m.projector_config(); returns it."""
     if isinstance(m, ModuleMap):
         module.load_state_dict(m.module.state_dict())
     else:
-        module.load_map(m)  # type: ignore[operator]
+        module.load_map(m)  # type: ignore[operator]  # every closed-form projector has load_map
     return module

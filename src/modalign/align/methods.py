@@ -39,12 +39,20 @@ def register_method(name: str, description: str) -> Callable[[MethodFn], MethodF
     return wrap
 
 
+def _register_builtin() -> None:
+    """The closed-form methods built from align's maps (kcca, asif, bridge ...) and `auto` register
+    themselves where their models are assembled; imported on first use."""
+    import modalign.workflows.auto  # noqa: F401
+
+
 def list_methods() -> dict[str, str]:
+    _register_builtin()
     return {name: desc for name, (_, desc) in sorted(_METHODS.items())}
 
 
 def fit_method(name: str, towers: dict, train_data: FeatureSet, val_data: FeatureSet | None,
                cfg: TrainConfig, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    _register_builtin()
     if name not in _METHODS:
         raise ConfigError(f"unknown alignment method {name!r}; known: {', '.join(sorted(_METHODS))}")
     model, info = _METHODS[name][0](towers, train_data, val_data, cfg, **kwargs)
@@ -54,7 +62,7 @@ def fit_method(name: str, towers: dict, train_data: FeatureSet, val_data: Featur
 
 def _trained(projector_type: str | None) -> MethodFn:
     def fit(towers: dict, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
-            on_epoch=None, progress: bool = True, evaluators=None) -> tuple[Any, dict[str, Any]]:
+            on_epoch=None, progress: bool = True, evaluators=None, **_: Any) -> tuple[Any, dict[str, Any]]:
         from modalign.model import AlignedModel
 
         proj = cfg.projector if projector_type is None else replace(cfg.projector, type=projector_type)

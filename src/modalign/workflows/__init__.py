@@ -1,0 +1,1 @@
+"""Jobs that wire the layers together: methods that assemble AlignedModels, fitting, quickstart."""
