@@ -55,7 +55,8 @@ def open_image(source: Any, name: str = "") -> Image.Image:
             img.load()
     except InvalidItem:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:  # the error: PIL refuses > 2x its own limit at open
         label = f"undecodable image {name}" if name else "undecodable image"
         raise InvalidItem(f"{label}: {type(e).__name__}: {e}") from e
     return img
