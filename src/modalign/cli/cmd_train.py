@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--layer-mix", action="append", metavar="[MODALITY=]MODE",
                    help="with several layers: 'concat' them, or a learned softmax-weighted 'mean' (layers of "
                         "equal width); 'text=mean' sets one modality (default: concat)")
-    g.add_argument("--method", help="alignment method (default: mlp): " + ", ".join(list_methods()))
+    g.add_argument("--method", help="alignment method (default: auto): " + ", ".join(list_methods()))
     g.add_argument("--out-dim", type=int, help="shared embedding width (default: 512)")
     g.add_argument("--hidden-dim", type=int, help="MLP hidden width (default: 1024)")
     g.add_argument("--depth", type=int, help="MLP linear layers (default: 2)")
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: 15)")
     g.add_argument("--seed", type=int, help="training seed (default: 0)")
     g.add_argument("--split-seed", type=int, help="train/val/test split seed (default: 0)")
-    g.add_argument("--no-baselines", action="store_true", help="skip the ridge and Procrustes baselines")
+    g.add_argument("--no-baselines", action="store_true", help="skip the baselines (mlp, ridge, procrustes, cca, asif)")
     g.add_argument("--fp16-store", action="store_true", help="store embeddings as float16")
     add_common(p)
     p.set_defaults(run=run)
