@@ -67,7 +67,8 @@ def print_tables(summary: dict[str, Any], printed: list[str]) -> bool:
             n_pairs = next(iter(methods.values()))["n_train_pairs"]
             print(f"\n{name}, {float(frac):.0%} of the training groups ({n_pairs:.0f} pairs): test split, "
                   "mean ± std over splits (x seeds for the MLP)")
-            print(f"{'method':<19}{'mean R@1':>16}{'t2i R@1':>16}{'i2t R@1':>16}{'zs':>16}{'FMNIST zs':>16}{'fit s':>8}")
+            print(f"{'method':<19}" + "".join(f"{h:>16}" for h in ("mean R@1", "t2i R@1", "i2t R@1", "zs", "FMNIST zs"))
+                  + f"{'fit s':>8}")
             for m, s in sorted(methods.items(), key=lambda kv: -kv[1]["mean_recall@1"]["mean"]):
                 print(f"{m:<19}" + "".join(f"{_fmt(s.get(k)):>16}" for k in METRICS) + f"{s['fit_seconds']:>8.1f}")
             auto = cell["auto"]

@@ -82,7 +82,8 @@ def run_quickstart(cfg: QuickstartConfig, store: Any, progress: bool = True) -> 
             "Tux zs": zs_tux[m]["acc1"], "FMNIST zs": zs_fmnist[m]["acc1"],
         })
     n_test = int(run.results[cfg.fit.method]["n_images"])
-    chance = {"mean R@1": 1 / n_test, "t2i R@1": 1 / n_test, "i2t R@1": 1 / n_test, "t2i R@5": 5 / n_test, "i2t R@5": 5 / n_test,
+    chance = {"mean R@1": 1 / n_test, "t2i R@1": 1 / n_test, "i2t R@1": 1 / n_test,
+              "t2i R@5": 5 / n_test, "i2t R@5": 5 / n_test,
               "Tux zs": 1 / len(categories.classnames), "FMNIST zs": 1 / len(fashion.classnames)}
     seconds = {**run.seconds, "zeroshot": t_zs, "total": time.perf_counter() - t0}
 

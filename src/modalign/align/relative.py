@@ -75,7 +75,8 @@ class RelativeMap:
                                options={"topk": self.topk, "power": self.power})
 
 
-def fit_relative(x: torch.Tensor, y: torch.Tensor, cfg: RelativeConfig | None = None) -> tuple[RelativeMap, RelativeMap]:
+def fit_relative(x: torch.Tensor, y: torch.Tensor,
+                 cfg: RelativeConfig | None = None) -> tuple[RelativeMap, RelativeMap]:
     """Anchors from paired rows x (P, dx), y (P, dy): every pair, or a random max_anchors of them."""
     cfg = cfg or RelativeConfig()
     if cfg.topk < 1 or cfg.power <= 0 or cfg.max_anchors < 2:

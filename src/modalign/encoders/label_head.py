@@ -32,7 +32,8 @@ def imagenet_classnames() -> tuple[str, ...]:
     text = resources.files("modalign.encoders").joinpath("data/imagenet1k_classnames.txt").read_text("utf-8")
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != IMAGENET_CLASSES:
-        raise RuntimeError(f"the packaged ImageNet class list has {len(names)} names, expected 1000: reinstall modalign")
+        raise RuntimeError(f"the packaged ImageNet class list has {len(names)} names, expected 1000: "
+                           "reinstall modalign")
     return names
 
 

@@ -15,9 +15,9 @@ towers' specs; pass `store` to cache the prompts' text features.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,18 +28,25 @@ from modalign.align.kernel_cca import KernelCCAConfig, fit_kernel_cca
 from modalign.align.label_bridge import BridgeConfig, bridge_prompts, fit_label_bridge
 from modalign.align.methods import register_method
 from modalign.align.relative import RelativeConfig, fit_relative
+from modalign.align.trainer import TrainConfig
 from modalign.encoders.base import Encoder
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.model import AlignedModel, TowerConfig
 from modalign.utils.config import config_from_dict
 
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
+
 logger = logging.getLogger(__name__)
 
 Maps = dict[str, FeatureMap]  # modality -> fitted map of that tower
+Towers = Mapping[str, TowerConfig]
+Options = Mapping[str, Any] | None  # FitConfig.method_options
+Fitted = tuple[AlignedModel, dict[str, Any]]  # what a registered method returns
 
 
-def modality_pair(towers: Mapping[str, TowerConfig]) -> tuple[str, str]:
+def modality_pair(towers: Towers) -> tuple[str, str]:
     """(image-like, text) modalities of a two-tower model: closed forms align exactly two towers."""
     if len(towers) != 2:
         raise ConfigError(f"closed-form methods align exactly two towers; this model has {list(towers)}: "
@@ -56,7 +63,7 @@ def paired_rows(data: FeatureSet, a: str, b: str) -> tuple[torch.Tensor, torch.T
     return data.features[a][ia], data.features[b][ib]
 
 
-def model_from_maps(towers: Mapping[str, TowerConfig], maps: Maps, metadata: dict[str, Any]) -> AlignedModel:
+def model_from_maps(towers: Towers, maps: Maps, metadata: dict[str, Any]) -> AlignedModel:
     """An AlignedModel whose towers hold the fitted maps (closed forms read one stacked feature matrix)."""
     configs = {m: replace(t, projector=maps[m].projector_config(), layer_mix="concat") for m, t in towers.items()}
     model = AlignedModel(configs, metadata=metadata)
@@ -97,7 +104,7 @@ def asif_maps(train: FeatureSet, a: str, b: str, cfg: RelativeConfig) -> Maps:
     return {a: ma, b: mb}
 
 
-def tower_encoder(towers: Mapping[str, TowerConfig], encoders: Mapping[str, Encoder] | None, m: str) -> Encoder:
+def tower_encoder(towers: Towers, encoders: Mapping[str, Encoder] | None, m: str) -> Encoder:
     if encoders and m in encoders:
         return encoders[m]
     from modalign.encoders.registry import create_encoder
@@ -105,8 +112,8 @@ def tower_encoder(towers: Mapping[str, TowerConfig], encoders: Mapping[str, Enco
     return create_encoder(towers[m].encoder)
 
 
-def bridge_maps(towers: Mapping[str, TowerConfig], train: FeatureSet, a: str, b: str, cfg: BridgeConfig,
-                encoders: Mapping[str, Encoder] | None = None, store: Any = None) -> Maps:
+def bridge_maps(towers: Towers, train: FeatureSet, a: str, b: str, cfg: BridgeConfig,
+                encoders: Mapping[str, Encoder] | None = None, store: EmbeddingStore | None = None) -> Maps:
     """Label-bridge maps; ConfigError (saying what to use instead) when the `a` encoder has no head."""
     image_enc = tower_encoder(towers, encoders, a)
     head = image_enc.label_head()
@@ -126,7 +133,8 @@ def bridge_maps(towers: Mapping[str, TowerConfig], train: FeatureSet, a: str, b:
     return {a: ma, b: mb}
 
 
-def prompt_features(encoder: Encoder, prompts: list[str], layer: str | list[str], store: Any = None) -> torch.Tensor:
+def prompt_features(encoder: Encoder, prompts: list[str], layer: str | list[str],
+                    store: EmbeddingStore | None = None) -> torch.Tensor:
     """(len(prompts), d) text features of prompts at `layer`, through the store when one is given."""
     if store is None:
         from modalign.layermix import encode_layers
@@ -166,7 +174,7 @@ def _kcca_cfg(opts: ClosedFormOptions) -> KernelCCAConfig:
     return config_from_dict(KernelCCAConfig, opts.kcca, "kcca")
 
 
-def _finish(towers: Mapping[str, TowerConfig], maps: Maps, name: str, val: FeatureSet | None, a: str, b: str,
+def _finish(towers: Towers, maps: Maps, name: str, val: FeatureSet | None, a: str, b: str,
             info: dict[str, Any]) -> tuple[AlignedModel, dict[str, Any]]:
     score = val_recall(maps, val, a, b)
     info = {**info, "val_mean_recall@1": score}
@@ -174,7 +182,8 @@ def _finish(towers: Mapping[str, TowerConfig], maps: Maps, name: str, val: Featu
     return model_from_maps(towers, maps, {"method": name, name: info}), info
 
 
-def fit_kcca(towers, train, val, cfg, options=None, **_):
+def fit_kcca(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
+             options: Options = None, **_: Any) -> Fitted:
     a, b = modality_pair(towers)
     kcfg = _kcca_cfg(ClosedFormOptions.from_dict(options))
     return _finish(towers, kcca_maps(train, a, b, kcfg), "kcca", val, a, b, {"kcca": asdict(kcfg)})
@@ -183,7 +192,8 @@ def fit_kcca(towers, train, val, cfg, options=None, **_):
 ASIF_GRID = {"topk": (64, 256, 800), "power": (1.0, 3.0, 8.0)}  # picked on the validation split
 
 
-def fit_asif(towers, train, val, cfg, options=None, **_):
+def fit_asif(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
+             options: Options = None, **_: Any) -> Fitted:
     """ASIF: top-k and power picked on the validation split from ASIF_GRID (a baseline may use it)."""
     a, b = modality_pair(towers)
     raw = dict(ClosedFormOptions.from_dict(options).asif)
@@ -198,14 +208,19 @@ def fit_asif(towers, train, val, cfg, options=None, **_):
     return _finish(towers, maps, "asif", val, a, b, {"asif": asdict(best)})
 
 
-def fit_bridge(towers, train, val, cfg, options=None, encoders=None, store=None, **_):
+def fit_bridge(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig, options: Options = None,
+               encoders: Mapping[str, Encoder] | None = None, store: EmbeddingStore | None = None,
+               **_: Any) -> Fitted:
     a, b = modality_pair(towers)
     bcfg = config_from_dict(BridgeConfig, ClosedFormOptions.from_dict(options).bridge, "bridge")
     maps = bridge_maps(towers, train, a, b, bcfg, encoders, store)
     return _finish(towers, maps, "bridge", val, a, b, {"bridge": asdict(bcfg)})
 
 
-def fit_bridge_kcca(towers, train, val, cfg, options=None, encoders=None, store=None, **_):
+def fit_bridge_kcca(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
+                    options: Options = None,
+                    encoders: Mapping[str, Encoder] | None = None, store: EmbeddingStore | None = None,
+                    **_: Any) -> Fitted:
     a, b = modality_pair(towers)
     opts = ClosedFormOptions.from_dict(options)
     bcfg, kcfg = config_from_dict(BridgeConfig, opts.bridge, "bridge"), _kcca_cfg(opts)
@@ -220,3 +235,42 @@ register_method("asif", "closed form: ASIF relative representations (top-k, powe
 register_method("bridge", "closed form: label bridge, the image encoder's classifier head read in text space")(
     fit_bridge)
 register_method("bridge+kcca", "closed form: label bridge (+) kernel CCA in one space")(fit_bridge_kcca)
+
+
+# ---- a trained head that starts from a closed-form map -------------------------------------------------
+@dataclass
+class FinetuneOptions:
+    init: str = "procrustes"  # the closed-form start: procrustes | cca | ridge (linear maps)
+    head: str = "lowrank"  # linear | lowrank (the linear map plus a rank-r GELU residual that starts at 0)
+    rank: int = 64  # lowrank: width of the residual
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> FinetuneOptions:
+        return config_from_dict(cls, dict(d or {}), "finetune method")
+
+
+def fit_finetune(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig, options: Options = None,
+                 on_epoch: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
+                 **_: Any) -> Fitted:
+    """A closed-form linear map as the starting point of a trained head (InfoNCE by default)."""
+    from modalign.align.methods import fit_method
+    from modalign.align.projectors import ProjectorConfig
+    from modalign.align.trainer import train as train_heads
+
+    opts = FinetuneOptions.from_dict(options)
+    if opts.init not in ("procrustes", "cca", "ridge") or opts.head not in ("linear", "lowrank"):
+        raise ConfigError(f"finetune starts a linear or lowrank head from procrustes, cca or ridge (got {opts})")
+    start, _ = fit_method(opts.init, dict(towers), train, val, cfg)
+    # no input statistics or norm: the head's linear layer is exactly the closed-form map at the start
+    proj = ProjectorConfig(type=opts.head, out_dim=start.embed_dim, rank=opts.rank, dropout=cfg.projector.dropout,
+                           input_norm=False, standardize=False)
+    model = AlignedModel({m: replace(t, projector=proj, layer_mix="concat") for m, t in towers.items()},
+                         metadata={"method": "finetune", "finetune": asdict(opts)})
+    for m in towers:
+        model.projectors[m].linear.load_state_dict(start.projectors[m].linear.state_dict())
+    result = train_heads(model, train, val, replace(cfg, projector=proj), on_epoch=on_epoch, progress=progress)
+    return model, {"result": result, "train_config": replace(cfg, projector=proj), "finetune": asdict(opts)}
+
+
+register_method("finetune", "a linear or lowrank head started from a closed-form map (procrustes by default), "
+                "then trained with the config's loss")(fit_finetune)
