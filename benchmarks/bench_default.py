@@ -2,7 +2,7 @@
 
 What is measured: each data set is encoded once with effnet-lite0 and minilm-l6 (final layers) into an
 EmbeddingStore (--store, default $MODALIGN_STORE, else benchmarks/.cache/store). For each split seed
-(--splits, default 0-4) the groups are split 70/10/20 (train / val / test, modalign.fit's default); every
+(--splits, default 0-4) the groups are split 70/10/20 (train / val / test, modalign's fit default); every
 method is fitted on the train split (val: early stopping of the MLP, the validation grids of ridge, CCA
 and ASIF; auto reads val only to report) and scored on the test split:
   mean R@1   (text->image recall@1 + image->text recall@1) / 2   (CLIP_benchmark names in the JSON)
@@ -40,15 +40,15 @@ from _default_report import plot_sweep, print_tables, summarize
 
 from modalign.align.evaluators import ZeroShotEvaluator
 from modalign.align.features import FeatureSet
-from modalign.align.methods import fit_method
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.registry import load_dataset
 from modalign.encoders import FINAL_LAYER, create_encoder
 from modalign.evaluate.zeroshot import load_templates
+from modalign.features.pipeline import encode_dataset, feature_set
 from modalign.model import AlignedModel, TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
 from modalign.store import EmbeddingStore
 from modalign.workflows.closed_methods import ensemble_maps, maps_of, model_from_maps
+from modalign.workflows.methods import fit_method
 
 SPLIT = {"train": 0.7, "val": 0.1, "test": 0.2}
 BASELINES = ["mlp", "ridge", "procrustes", "cca", "asif"]
@@ -95,7 +95,7 @@ class Context:
 
     def fashion(self) -> ZeroShotEvaluator:
         if self._fashion is None:
-            from modalign.pipeline import encode_column
+            from modalign.features.pipeline import encode_column
 
             fm = load_dataset("fashion-mnist").subset(per_class=50, seed=0)
             entry = encode_column(self.store, fm.column, self.encoders["image"], progress=False)

@@ -34,8 +34,8 @@ from modalign.align.label_bridge import BridgeConfig
 from modalign.align.trainer import evaluate_features
 from modalign.data.registry import load_dataset
 from modalign.encoders import FINAL_LAYER, create_encoder
+from modalign.features.pipeline import encode_dataset, feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
 from modalign.store import EmbeddingStore
 from modalign.workflows.closed_methods import bridge_maps, ensemble_maps, kcca_maps, model_from_maps
 

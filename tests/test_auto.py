@@ -13,15 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 from modalign.align.features import FeatureSet
-from modalign.align.methods import fit_method
 from modalign.align.trainer import TrainConfig
 from modalign.data.pairs import load_pairs
 from modalign.encoders import FINAL_LAYER, create_encoder
 from modalign.encoders.label_head import imagenet_classnames
 from modalign.errors import ConfigError
-from modalign.fit import FitConfig, fit
 from modalign.model import AlignedModel, TowerConfig
 from modalign.store import EmbeddingStore
+from modalign.workflows.fit import FitConfig, fit
+from modalign.workflows.methods import fit_method
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from modalign.align.projectors import ProjectorConfig, create_projector, register_projector
 from modalign.errors import ConfigError
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 
 
 class FeatureMap(Protocol):
@@ -63,7 +63,7 @@ class EnsembleOptions:
 
     @classmethod
     def from_dict(cls, d: dict) -> EnsembleOptions:
-        return config_from_dict(cls, d, "ensemble projector")
+        return load_config(cls, d, what="ensemble projector")
 
 
 def _check_weights(n_parts: int, weights: Sequence[float]) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 from modalign.align.map_utils import cca_from_moments, centred_unit, inv_sqrt_psd, paired_moments
 from modalign.align.projectors import ProjectorConfig, register_projector
 from modalign.errors import ConfigError
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ class KernelCCAConfig:
 class KernelOptions:
     """What a saved kernel projector needs to rebuild its buffers (ProjectorConfig.options)."""
 
-    n_landmarks: int  # rows of `landmarks` / `weight`
+    n_landmarks: int = 0  # rows of `landmarks` / `weight` (required: > 0)
     degree: int = 3
     coef0: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> KernelOptions:
-        return config_from_dict(cls, d, "kernel projector")
+        return load_config(cls, d, what="kernel projector")
 
 
 def poly_kernel(z: torch.Tensor, landmarks: torch.Tensor, degree: int, coef0: float) -> torch.Tensor:
@@ -133,6 +133,8 @@ class KernelProjector(nn.Module):
     def __init__(self, in_dim: int, cfg: ProjectorConfig):
         super().__init__()
         opts = KernelOptions.from_dict(cfg.options)
+        if opts.n_landmarks < 1 or opts.degree < 1:
+            raise ConfigError(f"a kernel projector needs options n_landmarks >= 1 and degree >= 1 (got {cfg.options})")
         self.degree, self.coef0 = opts.degree, opts.coef0
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("landmarks", torch.zeros(opts.n_landmarks, in_dim))

@@ -20,16 +20,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from modalign.align.projectors import ProjectorConfig, register_projector
-from modalign.encoders.label_head import LabelHead
 from modalign.errors import ConfigError
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 
 DEFAULT_TEMPLATE = "a {}."
+
+
+class ClassifierHead(Protocol):
+    """What the bridge needs of a classifier (modalign.encoders.label_head.LabelHead is one)."""
+
+    weight: torch.Tensor  # (C, d)
+    bias: torch.Tensor  # (C,)
 
 
 @dataclass
@@ -42,12 +49,12 @@ class BridgeConfig:
 class BridgeOptions:
     """What a saved label-bridge projector needs besides its buffers (ProjectorConfig.options)."""
 
-    n_classes: int
+    n_classes: int = 0  # rows of the classifier head (required: > 0)
     temperature: float = 2.0
 
     @classmethod
     def from_dict(cls, d: dict) -> BridgeOptions:
-        return config_from_dict(cls, d, "label-bridge projector")
+        return load_config(cls, d, what="label-bridge projector")
 
 
 def bridge_prompts(classnames: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
@@ -95,17 +102,18 @@ class CentreMap:
         return ProjectorConfig(type="centre", out_dim=len(self.mean), standardize=False)
 
 
-def fit_label_bridge(head: LabelHead, class_text: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+def fit_label_bridge(head: ClassifierHead, class_text: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                      cfg: BridgeConfig | None = None) -> tuple[BridgeMap, CentreMap]:
     """Bridge maps from a classifier head, the (C, d_text) class-prompt text features and training
     image rows x (N, d) and caption rows y (M, d_text) (only their means are used)."""
     cfg = cfg or BridgeConfig()
     if cfg.temperature <= 0:
         raise ConfigError(f"the label bridge temperature must be > 0 (got {cfg.temperature})")
-    if class_text.shape[0] != head.n_classes:
-        raise ConfigError(f"{class_text.shape[0]} class-prompt embeddings for a head of {head.n_classes} classes")
-    if x.shape[1] != head.in_dim:
-        raise ConfigError(f"the label head reads {head.in_dim}-d features; the image features are {x.shape[1]}-d")
+    n_classes, in_dim = head.weight.shape
+    if class_text.shape[0] != n_classes:
+        raise ConfigError(f"{class_text.shape[0]} class-prompt embeddings for a head of {n_classes} classes")
+    if x.shape[1] != in_dim:
+        raise ConfigError(f"the label head reads {in_dim}-d features; the image features are {x.shape[1]}-d")
     if y.shape[1] != class_text.shape[1]:
         raise ConfigError(f"caption features are {y.shape[1]}-d but the class prompts' are {class_text.shape[1]}-d")
     w, b, e = head.weight.float(), head.bias.float(), class_text.float()
@@ -119,6 +127,8 @@ class BridgeProjector(nn.Module):
     def __init__(self, in_dim: int, cfg: ProjectorConfig):
         super().__init__()
         opts = BridgeOptions.from_dict(cfg.options)
+        if opts.n_classes < 1 or opts.temperature <= 0:
+            raise ConfigError(f"a label-bridge projector needs options n_classes >= 1, temperature > 0 (got {cfg.options})")
         self.temperature = opts.temperature
         self.register_buffer("weight", torch.zeros(opts.n_classes, in_dim))
         self.register_buffer("bias", torch.zeros(opts.n_classes))

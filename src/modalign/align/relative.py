@@ -25,7 +25,7 @@ from torch import nn
 from modalign.align.map_utils import centred_unit
 from modalign.align.projectors import ProjectorConfig, register_projector
 from modalign.errors import ConfigError
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RelativeOptions:
 
     @classmethod
     def from_dict(cls, d: dict) -> RelativeOptions:
-        return config_from_dict(cls, d, "relative projector")
+        return load_config(cls, d, what="relative projector")
 
 
 def relative_profile(z: torch.Tensor, anchors: torch.Tensor, topk: int, power: float) -> torch.Tensor:

@@ -1,1 +1,1 @@
-"""Jobs that wire the layers together: methods that assemble AlignedModels, fitting, quickstart."""
+"""Jobs that wire the layers together: fit, extend, quickstart, evaluate on raw data, encoder upgrade."""

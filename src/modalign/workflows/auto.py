@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 from modalign.align.features import FeatureSet
 from modalign.align.kernel_cca import KernelCCAConfig
 from modalign.align.label_bridge import BridgeConfig
-from modalign.align.methods import fit_method, register_method
 from modalign.align.trainer import TrainConfig
 from modalign.encoders.base import Encoder
 from modalign.errors import ConfigError
 from modalign.model import AlignedModel, TowerConfig
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 from modalign.workflows.closed_methods import (
     bridge_maps,
     ensemble_maps,
@@ -40,6 +39,7 @@ from modalign.workflows.closed_methods import (
     tower_encoder,
     val_recall,
 )
+from modalign.workflows.methods import fit_method, register_method
 
 if TYPE_CHECKING:
     from modalign.store import EmbeddingStore
@@ -57,14 +57,14 @@ class AutoConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> AutoConfig:
-        return config_from_dict(cls, dict(d or {}), "auto method")
+        return load_config(cls, dict(d or {}), what="auto method")
 
 
 def plan(towers: Mapping[str, TowerConfig], n_pairs: int, cfg: AutoConfig,
          encoders: Mapping[str, Encoder] | None = None) -> tuple[list[str], list[str]]:
     """(parts, reasons): which maps auto fits for this model and data size, and why, in words."""
     a, b = modality_pair(towers)
-    kcfg = config_from_dict(KernelCCAConfig, cfg.kcca, "kcca")
+    kcfg = load_config(KernelCCAConfig, cfg.kcca, what="kcca")
     parts, reasons = ["kcca"], []
     if not cfg.use_bridge:
         reasons.append("the label bridge is switched off (use_bridge = false): kernel CCA alone")
@@ -107,10 +107,10 @@ def fit_auto(towers: Mapping[str, TowerConfig], train: FeatureSet, val: FeatureS
     a, b = modality_pair(towers)
     n_pairs = len(paired_rows(train, a, b)[0])
     parts, reasons = plan(towers, n_pairs, acfg, encoders)
-    kcfg = config_from_dict(KernelCCAConfig, acfg.kcca, "kcca")
+    kcfg = load_config(KernelCCAConfig, acfg.kcca, what="kcca")
     fitted = {"kcca": kcca_maps(train, a, b, kcfg, acfg.kcca_max_pairs)}
     if "bridge" in parts:
-        bcfg = config_from_dict(BridgeConfig, acfg.bridge, "bridge")
+        bcfg = load_config(BridgeConfig, acfg.bridge, what="bridge")
         fitted["bridge"] = bridge_maps(towers, train, a, b, bcfg, encoders, store)
         maps = ensemble_maps([fitted["bridge"], fitted["kcca"]], acfg.weights)
     else:
@@ -133,8 +133,8 @@ def check_auto_options(options: Mapping[str, Any] | None) -> None:
     """Fails early (before encoding) on a misspelt auto option."""
     try:
         acfg = AutoConfig.from_dict(options)
-        config_from_dict(KernelCCAConfig, acfg.kcca, "kcca")
-        config_from_dict(BridgeConfig, acfg.bridge, "bridge")
+        load_config(KernelCCAConfig, acfg.kcca, what="kcca")
+        load_config(BridgeConfig, acfg.bridge, what="bridge")
     except TypeError as e:
         raise ConfigError(f"bad auto method options {dict(options or {})}: {e}") from e
 

@@ -26,14 +26,14 @@ from modalign.align.ensemble import EnsembleMap, FeatureMap, ModuleMap, load_fea
 from modalign.align.features import FeatureSet
 from modalign.align.kernel_cca import KernelCCAConfig, fit_kernel_cca
 from modalign.align.label_bridge import BridgeConfig, bridge_prompts, fit_label_bridge
-from modalign.align.methods import register_method
 from modalign.align.relative import RelativeConfig, fit_relative
 from modalign.align.trainer import TrainConfig
 from modalign.encoders.base import Encoder
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.model import AlignedModel, TowerConfig
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
+from modalign.workflows.methods import register_method
 
 if TYPE_CHECKING:
     from modalign.store import EmbeddingStore
@@ -137,11 +137,11 @@ def prompt_features(encoder: Encoder, prompts: list[str], layer: str | list[str]
                     store: EmbeddingStore | None = None) -> torch.Tensor:
     """(len(prompts), d) text features of prompts at `layer`, through the store when one is given."""
     if store is None:
-        from modalign.layermix import encode_layers
+        from modalign.encoders.layers import encode_layers
 
         return torch.from_numpy(encode_layers(encoder, prompts, layer))
     from modalign.data.column import Column
-    from modalign.pipeline import encode_column
+    from modalign.features.pipeline import encode_column
 
     column = Column("text", [f"prompt/{i}" for i in range(len(prompts))], prompts, np.arange(len(prompts)))
     entry = encode_column(store, column, encoder, layer, progress=False)
@@ -167,11 +167,11 @@ class ClosedFormOptions:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> ClosedFormOptions:
-        return config_from_dict(cls, dict(d or {}), "closed-form method")
+        return load_config(cls, dict(d or {}), what="closed-form method")
 
 
 def _kcca_cfg(opts: ClosedFormOptions) -> KernelCCAConfig:
-    return config_from_dict(KernelCCAConfig, opts.kcca, "kcca")
+    return load_config(KernelCCAConfig, opts.kcca, what="kcca")
 
 
 def _finish(towers: Towers, maps: Maps, name: str, val: FeatureSet | None, a: str, b: str,
@@ -198,7 +198,7 @@ def fit_asif(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: Tra
     a, b = modality_pair(towers)
     raw = dict(ClosedFormOptions.from_dict(options).asif)
     grid = raw.pop("grid", True)
-    base = config_from_dict(RelativeConfig, raw, "asif")
+    base = load_config(RelativeConfig, raw, what="asif")
     candidates = [base]
     if grid and val is not None:
         candidates = [replace(base, topk=k, power=p) for k in ASIF_GRID["topk"] for p in ASIF_GRID["power"]]
@@ -212,7 +212,7 @@ def fit_bridge(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: T
                encoders: Mapping[str, Encoder] | None = None, store: EmbeddingStore | None = None,
                **_: Any) -> Fitted:
     a, b = modality_pair(towers)
-    bcfg = config_from_dict(BridgeConfig, ClosedFormOptions.from_dict(options).bridge, "bridge")
+    bcfg = load_config(BridgeConfig, ClosedFormOptions.from_dict(options).bridge, what="bridge")
     maps = bridge_maps(towers, train, a, b, bcfg, encoders, store)
     return _finish(towers, maps, "bridge", val, a, b, {"bridge": asdict(bcfg)})
 
@@ -223,7 +223,7 @@ def fit_bridge_kcca(towers: Towers, train: FeatureSet, val: FeatureSet | None, c
                     **_: Any) -> Fitted:
     a, b = modality_pair(towers)
     opts = ClosedFormOptions.from_dict(options)
-    bcfg, kcfg = config_from_dict(BridgeConfig, opts.bridge, "bridge"), _kcca_cfg(opts)
+    bcfg, kcfg = load_config(BridgeConfig, opts.bridge, what="bridge"), _kcca_cfg(opts)
     parts = [bridge_maps(towers, train, a, b, bcfg, encoders, store), kcca_maps(train, a, b, kcfg)]
     maps = ensemble_maps(parts, opts.weights)
     return _finish(towers, maps, "bridge+kcca", val, a, b,
@@ -246,16 +246,16 @@ class FinetuneOptions:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> FinetuneOptions:
-        return config_from_dict(cls, dict(d or {}), "finetune method")
+        return load_config(cls, dict(d or {}), what="finetune method")
 
 
 def fit_finetune(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig, options: Options = None,
                  on_epoch: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
                  **_: Any) -> Fitted:
     """A closed-form linear map as the starting point of a trained head (InfoNCE by default)."""
-    from modalign.align.methods import fit_method
     from modalign.align.projectors import ProjectorConfig
     from modalign.align.trainer import train as train_heads
+    from modalign.workflows.methods import fit_method
 
     opts = FinetuneOptions.from_dict(options)
     if opts.init not in ("procrustes", "cca", "ridge") or opts.head not in ("linear", "lowrank"):
