@@ -8,7 +8,8 @@ The recipe (BENCHMARKS.md, "A default that wins", has the numbers behind each st
   2. no head (or no text tower, or a non-final image layer) -> kernel CCA alone
   3. more than `kcca.n_landmarks` pairs                    -> kernel CCA on that many Nystrom landmarks
   4. more than `kcca_max_pairs` pairs                      -> kernel CCA fitted on a random subset of them
-  5. not exactly two towers                                 -> the trained MLP (closed forms align two)
+  5. at least `mlp_min_pairs` pairs                         -> the trained MLP joins the ensemble
+  6. not exactly two towers                                 -> the trained MLP (closed forms align two)
 Choosing among methods on a small validation split picks the test-best one only about a third of the
 time (issue "Quality, measured further"), so auto does not choose on it: the validation split only
 reports each part's recall (logged and saved in the run folder), and the test split is never seen.
@@ -26,13 +27,14 @@ from modalign.align.kernel_cca import KernelCCAConfig
 from modalign.align.label_bridge import BridgeConfig
 from modalign.align.trainer import TrainConfig
 from modalign.encoders.base import Encoder
-from modalign.errors import ConfigError
 from modalign.model import AlignedModel, TowerConfig
 from modalign.utils.config import load_config
 from modalign.workflows.closed_methods import (
+    Maps,
     bridge_maps,
     ensemble_maps,
     kcca_maps,
+    maps_of,
     modality_pair,
     model_from_maps,
     paired_rows,
@@ -51,13 +53,17 @@ logger = logging.getLogger(__name__)
 class AutoConfig:
     kcca: dict[str, Any] = field(default_factory=dict)  # KernelCCAConfig overrides (degree, reg, n_landmarks ...)
     bridge: dict[str, Any] = field(default_factory=dict)  # BridgeConfig overrides (temperature, template)
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # bridge, kcca in the ensemble
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))  # part -> ensemble weight
     use_bridge: bool = True  # False: kernel CCA alone even where a label head exists
     kcca_max_pairs: int = 200_000  # above this, kernel CCA is fitted on a random subset (fit cost O(P m^2))
+    mlp_min_pairs: int | None = None  # from this many pairs on, the trained MLP joins the ensemble (None: never)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> AutoConfig:
         return load_config(cls, dict(d or {}), what="auto method")
+
+
+DEFAULT_WEIGHTS = {"bridge": 1.0, "kcca": 1.0, "mlp": 1.0}
 
 
 def plan(towers: Mapping[str, TowerConfig], n_pairs: int, cfg: AutoConfig,
@@ -67,21 +73,20 @@ def plan(towers: Mapping[str, TowerConfig], n_pairs: int, cfg: AutoConfig,
     kcfg = load_config(KernelCCAConfig, cfg.kcca, what="kcca")
     parts, reasons = ["kcca"], []
     if not cfg.use_bridge:
-        reasons.append("the label bridge is switched off (use_bridge = false): kernel CCA alone")
+        reasons.append("the label bridge is switched off (use_bridge = false)")
     elif b != "text":
-        reasons.append(f"no text tower ({a}, {b}): no label bridge, kernel CCA alone")
+        reasons.append(f"no text tower ({a}, {b}): no label bridge")
     else:
         enc = tower_encoder(towers, encoders, a)
         head = enc.label_head()
         if head is None:
-            reasons.append(f"{enc.spec} has no classifier head: no label bridge, kernel CCA alone")
+            reasons.append(f"{enc.spec} has no classifier head: no label bridge")
         elif towers[a].layer != head.layer:
             reasons.append(f"the {a} tower reads layer {towers[a].layer!r}, the classifier head reads "
-                           f"{head.layer!r}: no label bridge, kernel CCA alone")
+                           f"{head.layer!r}: no label bridge")
         else:
             parts = ["bridge", "kcca"]
-            reasons.append(f"{enc.spec} has a {head.n_classes}-class head: label bridge (+) kernel CCA, weights "
-                           f"{cfg.weights[0]:g} and {cfg.weights[1]:g}")
+            reasons.append(f"{enc.spec} has a {head.n_classes}-class head: label bridge (+) kernel CCA")
     fit_pairs = min(n_pairs, cfg.kcca_max_pairs)
     if n_pairs > cfg.kcca_max_pairs:
         reasons.append(f"{n_pairs} pairs > kcca_max_pairs {cfg.kcca_max_pairs}: kernel CCA fitted on a random "
@@ -90,6 +95,11 @@ def plan(towers: Mapping[str, TowerConfig], n_pairs: int, cfg: AutoConfig,
         reasons.append(f"kernel CCA approximated with {kcfg.n_landmarks} Nystrom landmarks ({fit_pairs} pairs)")
     else:
         reasons.append(f"exact kernel CCA ({fit_pairs} pairs <= {kcfg.n_landmarks} landmarks)")
+    if cfg.mlp_min_pairs is not None and n_pairs >= cfg.mlp_min_pairs:
+        parts.append("mlp")
+        reasons.append(f"{n_pairs} pairs >= mlp_min_pairs {cfg.mlp_min_pairs}: the trained MLP joins the ensemble")
+    if len(parts) > 1:
+        reasons.append("weights " + ", ".join(f"{p} {cfg.weights.get(p, 1.0):g}" for p in parts))
     return parts, reasons
 
 
@@ -107,36 +117,41 @@ def fit_auto(towers: Mapping[str, TowerConfig], train: FeatureSet, val: FeatureS
     a, b = modality_pair(towers)
     n_pairs = len(paired_rows(train, a, b)[0])
     parts, reasons = plan(towers, n_pairs, acfg, encoders)
-    kcfg = load_config(KernelCCAConfig, acfg.kcca, what="kcca")
-    fitted = {"kcca": kcca_maps(train, a, b, kcfg, acfg.kcca_max_pairs)}
-    if "bridge" in parts:
-        bcfg = load_config(BridgeConfig, acfg.bridge, what="bridge")
-        fitted["bridge"] = bridge_maps(towers, train, a, b, bcfg, encoders, store)
-        maps = ensemble_maps([fitted["bridge"], fitted["kcca"]], acfg.weights)
-    else:
-        maps = fitted["kcca"]
+    for r in reasons:
+        logger.info("auto: %s", r)
+    fitted, extra = _fit_parts(parts, towers, train, val, cfg, acfg, encoders, store, **kwargs)
+    maps = fitted[parts[0]] if len(parts) == 1 else ensemble_maps([fitted[p] for p in parts],
+                                                                  [acfg.weights.get(p, 1.0) for p in parts])
     choice = "+".join(parts)
     val_scores = {name: val_recall(m, val, a, b) for name, m in fitted.items()}
     if len(parts) > 1:
         val_scores[choice] = val_recall(maps, val, a, b)
     info = {"choice": choice, "reasons": reasons, "n_pairs": n_pairs, "config": asdict(acfg),
             "val_mean_recall@1": val_scores}
-    for r in reasons:
-        logger.info("auto: %s", r)
     if val is not None:
         logger.info("auto: validation mean R@1 (reported, not used to choose): %s",
                     ", ".join(f"{k} {v:.3f}" for k, v in val_scores.items() if v is not None))
-    return model_from_maps(towers, maps, {"method": "auto", "auto": info}), info
+    return model_from_maps(towers, maps, {"method": "auto", "auto": info}), {**info, **extra}
 
 
-def check_auto_options(options: Mapping[str, Any] | None) -> None:
-    """Fails early (before encoding) on a misspelt auto option."""
-    try:
-        acfg = AutoConfig.from_dict(options)
-        load_config(KernelCCAConfig, acfg.kcca, what="kcca")
-        load_config(BridgeConfig, acfg.bridge, what="bridge")
-    except TypeError as e:
-        raise ConfigError(f"bad auto method options {dict(options or {})}: {e}") from e
+def _fit_parts(parts: list[str], towers: Mapping[str, TowerConfig], train: FeatureSet, val: FeatureSet | None,
+               cfg: TrainConfig, acfg: AutoConfig, encoders: Mapping[str, Encoder] | None,
+               store: EmbeddingStore | None, **kwargs: Any) -> tuple[dict[str, Maps], dict[str, Any]]:
+    """Each part's fitted maps; `extra` carries a trained part's TrainResult (its epochs go to metrics.jsonl)."""
+    a, b = modality_pair(towers)
+    fitted: dict[str, Maps] = {}
+    extra: dict[str, Any] = {}
+    for part in parts:
+        if part == "kcca":
+            fitted[part] = kcca_maps(train, a, b, load_config(KernelCCAConfig, acfg.kcca, what="kcca"),
+                                     acfg.kcca_max_pairs)
+        elif part == "bridge":
+            bcfg = load_config(BridgeConfig, acfg.bridge, what="bridge")
+            fitted[part] = bridge_maps(towers, train, a, b, bcfg, encoders, store)
+        else:  # "mlp": trained as the mlp method is, then used as one more space
+            model, extra = fit_method("mlp", dict(towers), train, val, cfg, **kwargs)
+            fitted[part] = maps_of(model)
+    return fitted, extra
 
 
 register_method("auto", "the default: label bridge (+) kernel CCA where the image encoder has a classifier head, "
