@@ -31,16 +31,20 @@ def test_train_then_eval_end_to_end(tmp_path, messy_pairs, image_tree, capsys):
                "minilm-l6", "--out", str(out), "--epochs", "3", "--batch-size", "8", "--out-dim", "32",
                "--hidden-dim", "64", *common])
     assert rc == 0
-    for name in ("config.json", "model.safetensors", "fit_config.json", "split.json", "metrics.jsonl",
-                 "curves.png", "results.json", "baselines/ridge/config.json", "baselines/procrustes/model.safetensors"):
+    for name in ("config.json", "model.safetensors", "fit_config.json", "split.json", "method.json", "metrics.jsonl",
+                 "curves.png", "results.json", "baselines/ridge/config.json", "baselines/procrustes/model.safetensors",
+                 "baselines/mlp/config.json", "baselines/cca/config.json", "baselines/asif/model.safetensors"):
         assert (out / name).is_file(), name
+    # the default method is auto; the training flags shape the trained baseline (mlp), whose epochs are logged
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(epochs) == 3 and "val_image_retrieval_recall@1" in epochs[0]
+    assert json.loads((out / "method.json").read_text())["method"] == "auto"
     printed = capsys.readouterr().out
-    assert "ridge" in printed and "procrustes" in printed and "held-out retrieval" in printed
+    assert all(m in printed for m in ("auto", "mlp", "ridge", "procrustes", "cca", "asif", "held-out retrieval"))
 
     model = AlignedModel.from_pretrained(out)
-    assert model.embed_dim == 32 and model.towers["image"].encoder == "effnet-lite0"
+    assert model.metadata["method"] == "auto" and model.towers["image"].encoder == "effnet-lite0"
+    assert AlignedModel.from_pretrained(out / "baselines" / "mlp").embed_dim == 32
 
     rjson = tmp_path / "retrieval.json"
     assert main(["eval", "retrieval", str(out), "--pairs", str(messy_pairs), "--json", str(rjson), *common]) == 0

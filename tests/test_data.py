@@ -387,3 +387,21 @@ def test_svg_stamp_renders_and_broken_svg_is_an_invalid_item(tmp_path, tux_root)
     broken.write_text("<svg xmlns='http://www.w3.org/2000/svg'><rect width='10'")
     with pytest.raises(InvalidItem, match="undecodable SVG"):
         load_image(broken)
+
+
+def test_a_huge_declared_image_is_skipped_not_a_crash(tmp_path):
+    """A PNG header declaring 16000 x 16000 pixels (PIL raises DecompressionBombError at open)."""
+    import struct
+    import zlib
+
+    from modalign.data.images import load_image
+    from modalign.errors import InvalidItem
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = tmp_path / "huge.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16000, 16000, 8, 2, 0, 0, 0))
+                    + chunk(b"IEND", b""))
+    with pytest.raises(InvalidItem, match="undecodable image huge.png|too large"):
+        load_image(png)

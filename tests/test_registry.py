@@ -43,12 +43,19 @@ def test_every_registry_lists_and_refuses_unknown_names(registry):
         registry.get("no-such-thing")
 
 
+# the closed-form heads need what their buffers' shapes come from (a fitted map writes these options)
+CLOSED_FORM_OPTIONS = {"kernel": {"n_landmarks": 5}, "label-bridge": {"n_classes": 7},
+                       "ensemble": {"parts": [ProjectorConfig(type="linear", out_dim=8).to_dict()], "weights": [1.0]}}
+
+
 @pytest.mark.parametrize("name", PROJECTORS.list())
 def test_every_projector_maps_and_back_propagates(name):
     x = torch.randn(6, 24)
-    proj = create_projector(24, ProjectorConfig(type=name, out_dim=24 if name == "identity" else 8, hidden_dim=16))
+    width = 24 if name in ("identity", "centre") else 8
+    proj = create_projector(24, ProjectorConfig(type=name, out_dim=width, hidden_dim=16,
+                                                options=CLOSED_FORM_OPTIONS.get(name, {})))
     y = proj(x)
-    assert y.shape == (6, 24 if name == "identity" else 8) and torch.isfinite(y).all()
+    assert y.shape == (6, width) and torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("name", LAYER_MIXES.list())

@@ -299,7 +299,7 @@ def test_train_cli_with_several_layers_and_a_mean_mix(pairs_dir, tmp_path, store
     out = tmp_path / "run"
     rc = main(["train", "--pairs", str(pairs_dir / "pairs.csv"), "--out", str(out), "--store", str(store.root),
                "--image-layer", "blocks.12", "--image-layer", "final", "--text-layer", "hidden.3,final",
-               "--layer-mix", "text=mean", "--epochs", "2", "--hidden-dim", "32", "--out-dim", "16", "-q"])
+               "--layer-mix", "text=mean", "--method", "mlp", "--epochs", "2", "--hidden-dim", "32", "--out-dim", "16", "-q"])
     assert rc == 0
     fit_cfg = json.loads((out / "fit_config.json").read_text())
     assert fit_cfg["layers"] == {"image": ["blocks.12", "final"], "text": ["hidden.3", "final"]}

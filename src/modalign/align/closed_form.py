@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from modalign.align.features import FeatureSet
+from modalign.align.map_utils import cca_from_moments
 from modalign.align.trainer import evaluate_features
 from modalign.errors import ConfigError
 
@@ -116,12 +117,6 @@ def fit_procrustes(train: FeatureSet, val: FeatureSet | None = None, dim: int | 
                          {"procrustes_dim": k})
 
 
-def _inv_sqrt(c: torch.Tensor, reg: float) -> torch.Tensor:
-    """(C + reg I)^-1/2 for a symmetric PSD (d, d) matrix."""
-    evals, evecs = torch.linalg.eigh(c)
-    return (evecs * (evals.clamp_min(0) + reg).rsqrt()) @ evecs.t()
-
-
 def cca_directions(x: torch.Tensor, y: torch.Tensor, reg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Regularised CCA of paired rows x (P, dx), y (P, dy), already centred.
 
@@ -130,11 +125,7 @@ def cca_directions(x: torch.Tensor, y: torch.Tensor, reg: float) -> tuple[torch.
     `reg` is relative to each side's mean feature variance.
     """
     n = len(x) - 1
-    cx, cy, cxy = x.t() @ x / n, y.t() @ y / n, x.t() @ y / n  # (dx, dx), (dy, dy), (dx, dy)
-    ix = _inv_sqrt(cx, reg * float(cx.diagonal().mean()))
-    iy = _inv_sqrt(cy, reg * float(cy.diagonal().mean()))
-    u, corr, vh = torch.linalg.svd(ix @ cxy @ iy, full_matrices=False)  # (dx, m), (m,), (m, dy)
-    return ix @ u, iy @ vh.t(), corr
+    return cca_from_moments(x.t() @ x / n, y.t() @ y / n, x.t() @ y / n, reg)  # (dx, dx), (dy, dy), (dx, dy)
 
 
 def fit_cca(train: FeatureSet, val: FeatureSet | None = None,

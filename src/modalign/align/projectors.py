@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,11 @@ class ProjectorConfig:
     rank: int = 64  # lowrank: width of the nonlinear low-rank residual on top of the linear map
     input_dropout: float = 0.0  # dropout on the frozen features themselves: a cheap augmentation on small data
     standardize: bool = True  # subtract the training-set feature mean and divide by its std (stored as buffers)
+    options: dict[str, Any] = field(default_factory=dict)  # type-specific settings of the closed-form heads
+    #                         ("kernel", "relative", "label-bridge", "ensemble"): what their weights' shapes need
+
+    def __post_init__(self) -> None:
+        self.options = dict(self.options)  # a copy: configs are shared between towers by `replace`
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
@@ -69,7 +74,9 @@ class ProjectorConfig:
 
 
 ProjectorFactory = Callable[[int, ProjectorConfig], nn.Module]
-PROJECTORS: Registry[ProjectorFactory] = Registry("projector type")
+# the closed-form heads (kernel, relative, label-bridge, centre, ensemble) register in their own modules
+PROJECTORS: Registry[ProjectorFactory] = Registry("projector type", plugins=[
+    "modalign.align.kernel_cca", "modalign.align.relative", "modalign.align.label_bridge", "modalign.align.ensemble"])
 
 
 def register_projector(name: str, description: str = "") -> Callable[[ProjectorFactory], ProjectorFactory]:
@@ -236,4 +243,3 @@ def _lowrank(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
 @register_projector("star")
 def _star(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
     return StarProjector(in_dim, cfg)
-

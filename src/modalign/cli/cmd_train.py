@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help=summary("train"),
         description="Encode the pairs with both frozen encoders (cached in the store), split them by image "
-                    "into train/val/test, train projectors with symmetric InfoNCE, fit ridge and Procrustes "
-                    "baselines on the same features, and write a run folder that `AlignedModel."
+                    "into train/val/test, fit the default method (auto: label bridge (+) kernel CCA) and every "
+                    "baseline (InfoNCE-MLP, ridge, Procrustes, CCA, ASIF) on the same features, and write a run folder that `AlignedModel."
                     "from_pretrained` and `modalign eval` load. Flags override --config.",
 )
     p.add_argument("--pairs", required=True,
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--layer-mix", action="append", metavar="[MODALITY=]MODE",
                    help="with several layers: 'concat' them, or a learned softmax-weighted 'mean' (layers of "
                         "equal width); 'text=mean' sets one modality (default: concat)")
-    g.add_argument("--method", help="a registered alignment method (default: mlp; `modalign methods` lists them)")
+    g.add_argument("--method", help="a registered alignment method (default: auto; `modalign methods` lists them)")
     g.add_argument("--loss", help="training loss of trained methods (default: infonce; also sigmoid, structure, "
                                   "multi-positive)")
     g.add_argument("--out-dim", type=int, help="shared embedding width (default: 512)")
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: 15)")
     g.add_argument("--seed", type=int, help="training seed (default: 0)")
     g.add_argument("--split-seed", type=int, help="train/val/test split seed (default: 0)")
-    g.add_argument("--no-baselines", action="store_true", help="skip the ridge and Procrustes baselines")
+    g.add_argument("--no-baselines", action="store_true", help="skip the baselines (mlp, ridge, procrustes, cca, asif)")
     g.add_argument("--fp16-store", action="store_true", help="store embeddings as float16")
     add_encoding(p)
     add_common(p)

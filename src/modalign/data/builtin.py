@@ -21,3 +21,7 @@ for split in ("test", "train"):
                      f"Fashion-MNIST {split} split: {n} 28x28 grey images, 10 classes (apt: dataset-fashion-mnist)")
 register_dataset("fashion-mnist", functools.partial(load_fashion_mnist, split="test"), "labelled",
                  "Fashion-MNIST test split (same as fashion-mnist:test)")
+
+from modalign.data.builtin_sets import register_builtin_sets  # noqa: E402  the larger Debian sets (cdda, openclipart)
+
+register_builtin_sets(register_dataset)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from modalign.encoders.label_head import LabelHead
 
 FINAL_LAYER = "final"
 
@@ -63,6 +66,13 @@ class Encoder(abc.ABC):
     @abc.abstractmethod
     def fingerprint(self) -> str:
         """Hash of the weights; part of the cache key and checked when a saved model is loaded."""
+
+    def label_head(self) -> LabelHead | None:
+        """The encoder's own classifier over its pooled `final` features (e.g. ImageNet logits), or None.
+
+        Supervised classifiers override this; the label bridge (modalign.align.label_bridge) uses it.
+        """
+        return None
 
     # ---- the pipeline ------------------------------------------------------------------------
     @abc.abstractmethod

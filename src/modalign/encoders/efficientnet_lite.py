@@ -20,6 +20,7 @@ import torch
 
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.image_transforms import ImageTransform, TransformedImages
+from modalign.encoders.label_head import LabelHead, linear_head
 from modalign.encoders.registry import register_backend, register_encoder
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_file
@@ -91,6 +92,9 @@ class EfficientNetLiteEncoder(TransformedImages, Encoder):
     def _move(self, device: torch.device) -> None:
         self.model.to(device)
 
+    def label_head(self) -> LabelHead | None:
+        """The ImageNet classifier `_fc`: it reads the mean-pooled `final` features (dropout is off in eval)."""
+        return linear_head(self.model._fc)
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ import torch
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.common import opt_bool, opt_choice, opt_int, pool_features
 from modalign.encoders.image_transforms import ImageTransform, TransformedImages
+from modalign.encoders.label_head import IMAGENET_CLASSES, LabelHead, imagenet_classnames
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_file, hash_state_dict
@@ -90,6 +91,7 @@ class TimmEncoder(TransformedImages, Encoder):
         self._layers: list[LayerInfo] | None = None
         self._index: dict[str, int] = {}  # layer name -> forward_intermediates index
         self._fingerprint: str | None = None
+        self._head: LabelHead | bool | None = None  # label_head(): not read yet (None) / none there (False)
 
     # ---- description -------------------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
@@ -130,6 +132,39 @@ class TimmEncoder(TransformedImages, Encoder):
     def _move(self, device: torch.device) -> None:
         self.model.to(device)
 
+    def label_head(self) -> LabelHead | None:
+        """The model's ImageNet-1k classifier over the pre-logits `final` features, or None.
+
+        The encoder itself runs without the classifier (num_classes=0), so the head is read on demand:
+        from the local weights file, or from the pretrained weights (timm's cache). A random init, a
+        label set other than ImageNet-1k or a head of several classifiers (distilled ViTs) gives None.
+        """
+        if self._head is None:
+            self._head = self._read_head() or False
+        return self._head or None
+
+    def _read_head(self) -> LabelHead | None:
+        name = self.model.pretrained_cfg.get("classifier")
+        if not isinstance(name, str) or self.model.pretrained_cfg.get("num_classes", 0) != IMAGENET_CLASSES:
+            return None
+        if self.weights_path is not None:
+            state = _read_weights(self.weights_path)
+            weight, bias = state.get(f"{name}.weight"), state.get(f"{name}.bias")
+        elif self.pretrained:
+            import timm
+
+            full = timm.create_model(self.name, pretrained=True)  # the same weights, with the classifier
+            classifier = full.get_classifier()
+            weight, bias = getattr(classifier, "weight", None), getattr(classifier, "bias", None)
+        else:
+            return None
+        if weight is None or weight.ndim != 2 or tuple(weight.shape) != (IMAGENET_CLASSES, self.dim):
+            logger.info("timm model %s: no ImageNet-1k classifier %r over its %d-d features", self.name, name, self.dim)
+            return None
+        bias = torch.zeros(IMAGENET_CLASSES) if bias is None else bias
+        return LabelHead(weight.detach().float().cpu().clone(), bias.detach().float().cpu().clone(),
+                         imagenet_classnames())
+
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -153,6 +188,16 @@ class TimmEncoder(TransformedImages, Encoder):
             feats = self.model.forward_features(x) if final is None else final
             out[FINAL_LAYER] = self.model.forward_head(feats, pre_logits=True)  # (B, D)
         return {k: v.float() for k, v in out.items()}
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors or torch (.pth/.bin) state dict, on the CPU."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else {}
 
 
 def _timm_backend(target: str, weights: str | None = None, pretrained: str = "true", seed: str = "0",

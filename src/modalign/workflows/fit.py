@@ -6,10 +6,13 @@
 The run folder is itself a loadable model (config.json + model.safetensors), plus:
   fit_config.json    the resolved configuration (repeat the run with it)
   split.json         which groups went to train / val / test
-  metrics.jsonl      one line per epoch (loss, lr, temperature, validation retrieval)
-  curves.png         loss and validation recall per epoch
+  method.json        what the method did: for `auto` (the default) its choice, the reasons, each part's
+                     validation recall
+  metrics.jsonl      one line per epoch (loss, lr, temperature, validation retrieval) of the trained run:
+                     the method's, or with a closed-form method the trained baseline's (mlp)
+  curves.png         loss and validation recall per epoch of that run
   results.json       test-split retrieval of the model and of each baseline, flat, CLIP_benchmark names
-  baselines/NAME/    each baseline as a loadable model (ridge, procrustes)
+  baselines/NAME/    each baseline as a loadable model (mlp, ridge, procrustes, cca, asif)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
+DEFAULT_BASELINES = ("mlp", "ridge", "procrustes", "cca", "asif")  # the trained MLP and the closed forms
 
 
 @dataclass
@@ -52,8 +57,10 @@ class FitConfig:
     layers: dict[str, str | list[str]] = field(default_factory=dict, metadata=MERGE)  # modality -> layer(s) (default:
     #                                                                                   "final")
     layer_mix: dict[str, str] = field(default_factory=dict, metadata=MERGE)  # modality -> "concat" | "mean"
-    method: str = "mlp"  # a registered alignment method (modalign.workflows.methods)
-    baselines: list[str] = field(default_factory=lambda: ["ridge", "procrustes"])  # fitted beside it
+    method: str = "auto"  # a registered alignment method (modalign.workflows.methods; auto: workflows.auto)
+    method_options: dict[str, Any] = field(default_factory=dict)  # settings of a closed-form method or auto
+    #                                (e.g. {"kcca": {"reg": 0.3}}); trained methods take theirs from `train`
+    baselines: list[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))  # fitted and reported beside it
     split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     split_seed: int = 0  # the split depends only on this and the number of groups
     store_dtype: str = "float32"  # "float16" halves the store on disk
@@ -98,7 +105,7 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
         raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
 
     t0 = time.perf_counter()
-    towers, stored = _encode(dataset, config, store, progress)
+    towers, stored, encoders = _encode(dataset, config, store, progress)
     t_encode = time.perf_counter() - t0
     split = dataset.split(config.split, seed=config.split_seed)
     atomic_write_json(out_dir / "split.json", {k: [dataset.group_names[g] for g in v] for k, v in split.items()})
@@ -106,13 +113,22 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
     _log_sizes(parts)
 
     t1 = time.perf_counter()
-    model, history = _fit_model(config, towers, parts, out_dir / "metrics.jsonl", progress)
+    on_epoch = _epoch_log(out_dir / "metrics.jsonl")
+    context = {"encoders": encoders, "store": store, "progress": progress}  # what closed forms may need
+    model, info = _fit_model(config, towers, parts, on_epoch, context)
+    history = info["result"].history if "result" in info else []
+    atomic_write_json(out_dir / "method.json", {"method": config.method, **_jsonable(info)})
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
     # closed-form baselines read the same stacked features as one plain matrix: a "mean" mix becomes "concat"
     base_towers = {m: replace(t, layer_mix="concat") for m, t in towers.items()}
-    baselines = {name: fit_method(name, base_towers, parts["train"], parts.get("val"), config.train)[0]
-                 for name in config.baselines}
+    baselines = {}
+    for name in [b for b in config.baselines if b != config.method]:
+        # metrics.jsonl follows the one trained run: the method's, else the first trained baseline's
+        extra = {} if history else {"on_epoch": on_epoch}
+        baselines[name], base_info = fit_method(name, base_towers, parts["train"], parts.get("val"),
+                                                _train_config(config), **context, **extra)
+        history = history or (base_info["result"].history if "result" in base_info else [])
     t_base = time.perf_counter() - t2
 
     results = _save_run(out_dir, dataset, config, split, parts, model, baselines)
@@ -127,8 +143,8 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
 
 
 def _encode(dataset: AlignedDataset, config: FitConfig, store: EmbeddingStore,
-            progress: bool) -> tuple[dict[str, TowerConfig], dict[str, Embeddings]]:
-    """Each modality's column through its encoder into the store; the tower descriptions."""
+            progress: bool) -> tuple[dict[str, TowerConfig], dict[str, Embeddings], dict[str, Encoder]]:
+    """Each modality's column through its encoder into the store; the tower descriptions; the encoders."""
     from modalign.encoders.registry import create_encoder
 
     encoders = {m: create_encoder(spec, device=config.device) for m, spec in config.encoders.items()}
@@ -136,24 +152,35 @@ def _encode(dataset: AlignedDataset, config: FitConfig, store: EmbeddingStore,
     stored = encode_dataset(dataset, encoders, store, layers, dtype=config.store_dtype,
                             batch_size=config.encode_batch_size, progress=progress)
     towers = {m: tower_config(m, enc, layers[m], config.layer_mix.get(m, "concat")) for m, enc in encoders.items()}
-    return towers, stored
+    return towers, stored, encoders
 
 
-def _fit_model(config: FitConfig, towers: dict[str, TowerConfig], parts: dict[str, FeatureSet],
-               metrics_path: Path, progress: bool) -> tuple[AlignedModel, list[dict[str, float]]]:
-    """The configured method on the train part (validated on val), logging each epoch to metrics.jsonl."""
+def _epoch_log(metrics_path: Path) -> Callable[[dict[str, float]], None]:
+    """An on_epoch callback appending one JSON line per epoch to a fresh metrics.jsonl."""
     metrics_path.write_text("")
 
     def on_epoch(record: dict[str, float]) -> None:
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    return on_epoch
+
+
+def _train_config(config: FitConfig) -> TrainConfig:
     cfg = config.train
-    if cfg.device == "cpu" and config.device != "cpu":
-        cfg = replace(cfg, device=config.device)
-    model, info = fit_method(config.method, towers, parts["train"], parts.get("val"), cfg, on_epoch=on_epoch,
-                             progress=progress)
-    return model, info["result"].history if "result" in info else []
+    return replace(cfg, device=config.device) if cfg.device == "cpu" and config.device != "cpu" else cfg
+
+
+def _fit_model(config: FitConfig, towers: dict[str, TowerConfig], parts: dict[str, FeatureSet],
+               on_epoch: Callable[[dict[str, float]], None], context: dict[str, Any]) -> tuple[AlignedModel, dict]:
+    """The configured method on the train part (validated on val; auto reads val only to report it)."""
+    return fit_method(config.method, towers, parts["train"], parts.get("val"), _train_config(config),
+                      on_epoch=on_epoch, options=config.method_options, **context)
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able facts of a method's info (a trained run's TrainResult and config are left out)."""
+    return {k: v for k, v in info.items() if isinstance(v, str | int | float | bool | list | dict | None)}
 
 
 def _save_run(out_dir: Path, dataset: AlignedDataset, config: FitConfig, split: dict[str, np.ndarray],

@@ -39,7 +39,9 @@ class MethodFn(Protocol):
                  **kwargs: Any) -> tuple[AlignedModel, dict[str, Any]]: ...
 
 
-METHODS: Registry[MethodFn] = Registry("alignment method")
+# kcca, asif, bridge, bridge+kcca, finetune and the default `auto` register in their own modules
+METHODS: Registry[MethodFn] = Registry("alignment method",
+                                       plugins=["modalign.workflows.closed_methods", "modalign.workflows.auto"])
 
 
 def register_method(name: str, description: str) -> Callable[[MethodFn], MethodFn]:

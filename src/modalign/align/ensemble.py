@@ -1,0 +1,137 @@
+"""Ensembles of aligned spaces that stay one space: concatenated, weighted unit-length parts.
+
+    image_map = EnsembleMap([bridge_image, kcca_image], weights=[1.0, 1.0])
+    text_map = EnsembleMap([bridge_text, kcca_text], weights=[1.0, 1.0])
+
+Each part maps a tower's features into its own space; the ensemble concatenates the parts' L2-normalised
+outputs, each scaled by sqrt(weight):
+
+    e(x) = [sqrt(w_1) u_1(x), ..., sqrt(w_p) u_p(x)],   u_i = p_i(x) / |p_i(x)|
+    e(x) . e(y) = sum_i w_i cos(p_i(x), p_i(y))            # (and |e| = sqrt(sum w_i) for every item)
+
+so the cosine of two ensemble embeddings is the weighted mean of the parts' cosines: an ensemble is
+again one dot-product space, indexed and searched like any other. Parts are closed-form maps (kernel
+CCA, label bridge, linear ...) or trained modules (ModuleMap); the saved config lists each part's
+projector config and weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalign.align.projectors import ProjectorConfig, create_projector, register_projector
+from modalign.errors import ConfigError
+from modalign.utils.config import load_config
+
+
+class FeatureMap(Protocol):
+    """A fitted map of one tower's features: what an ensemble part (and a saved projector) needs."""
+
+    def project(self, x: torch.Tensor) -> torch.Tensor: ...  # (N, d) -> (N, k)
+
+    def projector_config(self) -> ProjectorConfig: ...  # rebuilds the map as a registered projector
+
+
+@dataclass
+class ModuleMap:
+    """A projector module (e.g. a trained MLP) used as an ensemble part; its state_dict is copied."""
+
+    module: nn.Module
+    config: ProjectorConfig
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module(x.float())
+
+    def projector_config(self) -> ProjectorConfig:
+        return self.config
+
+
+@dataclass
+class EnsembleOptions:
+    """ProjectorConfig.options of an ensemble: each part's projector config and weight."""
+
+    parts: list[dict[str, Any]] = field(default_factory=list)  # ProjectorConfig.to_dict() of each part
+    weights: list[float] = field(default_factory=list)  # one non-negative weight per part
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EnsembleOptions:
+        return load_config(cls, d, what="ensemble projector")
+
+
+def _check_weights(n_parts: int, weights: Sequence[float]) -> None:
+    if n_parts < 1 or len(weights) != n_parts:
+        raise ConfigError(f"an ensemble needs >= 1 part and one weight per part (got {n_parts} parts, {len(weights)} "
+                          "weights)")
+    if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"ensemble weights must be finite, >= 0 and not all 0 (got {list(weights)})")
+
+
+def combine(outputs: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Per-part (N, k_i) outputs -> (N, sum k_i): unit rows scaled by sqrt(weight), side by side."""
+    return torch.cat([math.sqrt(w) * F.normalize(o, dim=-1) for o, w in zip(outputs, weights, strict=True)], dim=-1)
+
+
+@dataclass
+class EnsembleMap:
+    parts: list[FeatureMap]
+    weights: list[float]
+
+    def __post_init__(self) -> None:
+        _check_weights(len(self.parts), self.weights)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return combine([p.project(x) for p in self.parts], self.weights)
+
+    def projector_config(self) -> ProjectorConfig:
+        configs = [p.projector_config() for p in self.parts]
+        return ProjectorConfig(type="ensemble", out_dim=sum(c.out_dim for c in configs), standardize=False,
+                               options={"parts": [c.to_dict() for c in configs],
+                                        "weights": [float(w) for w in self.weights]})
+
+
+class EnsembleProjector(nn.Module):
+    """Parts (registered projectors, each built from its own saved config) combined as in `combine`."""
+
+    def __init__(self, in_dim: int, cfg: ProjectorConfig):
+        super().__init__()
+        opts = EnsembleOptions.from_dict(cfg.options)
+        _check_weights(len(opts.parts), opts.weights)
+        configs = [ProjectorConfig.from_dict(p) for p in opts.parts]
+        if sum(c.out_dim for c in configs) != cfg.out_dim:
+            raise ConfigError(f"ensemble out_dim {cfg.out_dim} is not the sum of its parts' "
+                              f"({[c.out_dim for c in configs]})")
+        self.weights = [float(w) for w in opts.weights]
+        self.parts = nn.ModuleList([create_projector(in_dim, c) for c in configs])
+
+    @torch.no_grad()
+    def load_map(self, m: EnsembleMap) -> EnsembleProjector:
+        if len(m.parts) != len(self.parts):
+            raise ConfigError(f"an ensemble map of {len(m.parts)} parts into a projector of {len(self.parts)}")
+        for module, part in zip(self.parts, m.parts, strict=True):
+            load_feature_map(module, part)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, sum of the parts' widths)
+        return combine([p(x) for p in self.parts], self.weights)
+
+
+@register_projector("ensemble")
+def _ensemble(in_dim: int, cfg: ProjectorConfig) -> nn.Module:
+    return EnsembleProjector(in_dim, cfg)
+
+
+def load_feature_map(module: nn.Module, m: FeatureMap) -> nn.Module:
+    """Puts the fitted map `m` into `module`, a projector built from m.projector_config(); returns it."""
+    if isinstance(m, ModuleMap):
+        module.load_state_dict(m.module.state_dict())
+    else:
+        module.load_map(m)  # type: ignore[operator]  # every closed-form projector has load_map
+    return module

@@ -1,0 +1,25 @@
+"""The larger built-in data sets (Debian / npm packages), registered by name with the data set registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def register_builtin_sets(register: Callable[..., Any]) -> None:
+    """Calls `register(name, loader, kind, description)` for each built-in set; loaders import lazily."""
+    from modalign.data.cdda import load_cdda, load_cdda_categories
+
+    register("cdda", load_cdda, "pairs",
+             "Cataclysm: DDA item and monster sprites with their descriptions: ~26k pairs of ~4.4k things in 10 "
+             "pixel-art tile sets; ?tilesets=A,B / ?exclude_tilesets=A hold styles out (apt: cataclysm-dda-data)")
+    register("cdda-categories", load_cdda_categories, "labelled",
+             "Cataclysm: DDA sprites labelled by item category (food, guns, clothing ... monster), for zero-shot")
+
+    from modalign.data.openclipart import load_openclipart, load_openclipart_categories
+
+    register("openclipart", load_openclipart, "pairs",
+             "Open Clip Art Library drawings with a caption from title and keywords: ~3.5k pairs, public domain; "
+             "icon themes, shapes, gradients and cards left out (apt: openclipart-png openclipart-svg)")
+    register("openclipart-categories", load_openclipart_categories, "labelled",
+             "Open Clip Art drawings labelled by category (animals, food, people ...), for zero-shot")

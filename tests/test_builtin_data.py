@@ -1,0 +1,171 @@
+"""The built-in data sets from Debian packages, each on a tiny real slice of the installed package."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modalign.data import load_dataset, skipped_of
+from modalign.data.cdda import CDDA_ROOT, list_tilesets, load_cdda, load_cdda_categories, tileset_of
+from modalign.errors import ConfigError, MissingDataError
+
+
+def _require(path: Path, package: str) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: install the Debian package {package} (`make setup` does it)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Rendered sprites and icons go to a fresh cache folder per test."""
+    monkeypatch.setenv("MODALIGN_CACHE", str(tmp_path / "cache"))
+
+
+# ---- Cataclysm: DDA ----------------------------------------------------------------------------------
+CDDA_FILES = ["json/items/comestibles/dairy.json", "json/items/comestibles/raw_fruit.json",
+              "json/monsters/mammal.json"]
+CDDA_TILESETS = ["HoderTileset", "RetroDaysTileset"]  # two small tile sets (< 1 MB each)
+
+
+@pytest.fixture()
+def cdda_root(tmp_path) -> Path:
+    """Three definition files and two tile sets copied from cataclysm-dda-data."""
+    src = _require(CDDA_ROOT, "cataclysm-dda-data")
+    root = tmp_path / "cdda"
+    for rel in CDDA_FILES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / rel, root / rel)
+    for name in CDDA_TILESETS:
+        shutil.copytree(src / "gfx" / name, root / "gfx" / name)
+    return root
+
+
+def test_cdda_pairs_from_a_real_slice(cdda_root, tmp_path):
+    ds = load_dataset(f"cdda?root={cdda_root}")
+    image, text = ds.column("image"), ds.column("text")
+    assert ds.name == "cdda" and ds.modalities == ["image", "text"]
+    assert len(text) == ds.n_groups and sorted({tileset_of(i) for i in image.ids}) == CDDA_TILESETS
+    # an item's caption is "name: description" from its definition
+    k = ds.group_names.index("item/apple")
+    assert text.items[k].startswith("apple: ") and len(text.items[k].split()) > 4
+    apple_rows = np.flatnonzero(image.groups == k)
+    assert sorted(tileset_of(image.ids[r]) for r in apple_rows) == CDDA_TILESETS
+    assert ds.classnames[ds.group_labels[k]] == "food"
+    assert "monster" in ds.classnames and any(n.startswith("monster/mon_") for n in ds.group_names)
+    # sprites: cached square PNGs under the cache folder, upscaled from 10-20 px pixel art
+    first = Path(image.items[0])
+    assert first.is_relative_to(tmp_path / "cache" / "cdda")
+    with Image.open(first) as img:
+        assert img.size == (224, 224) and img.mode == "RGBA" and img.getchannel("A").getbbox() is not None
+    # counted, not silent: things the two tile sets do not draw
+    assert skipped_of(ds).get("no sprite in the chosen tile sets", 0) > 0
+    # the second load reuses the cached sprites
+    mtime = first.stat().st_mtime_ns
+    again = load_cdda(cdda_root, size=224)
+    assert again.column("image").items == image.items and first.stat().st_mtime_ns == mtime
+
+
+def test_cdda_split_and_held_out_tileset_are_group_disjoint(cdda_root):
+    ds = load_cdda(cdda_root)
+    split = ds.split({"train": 0.7, "test": 0.3}, seed=0)
+    image = ds.column("image")
+    train_names = {ds.group_names[g] for g in image.groups[ds.rows_of_groups("image", split["train"])]}
+    test_names = {ds.group_names[g] for g in image.groups[ds.rows_of_groups("image", split["test"])]}
+    assert train_names and test_names and not train_names & test_names
+    # a held-out style: each load holds only its tile sets, and groups keep their names across loads
+    held = load_cdda(cdda_root, tilesets="HoderTileset")
+    rest = load_cdda(cdda_root, exclude_tilesets="HoderTileset")
+    assert {tileset_of(i) for i in held.column("image").ids} == {"HoderTileset"}
+    assert {tileset_of(i) for i in rest.column("image").ids} == {"RetroDaysTileset"}
+    common = set(held.group_names) & set(rest.group_names)
+    assert common
+    for name in sorted(common)[:20]:
+        assert held.column("text").items[held.group_names.index(name)] == \
+            rest.column("text").items[rest.group_names.index(name)]
+
+
+def test_cdda_categories_for_zero_shot(cdda_root):
+    cats = load_cdda_categories(cdda_root, min_per_class=5)
+    assert cats.name == "cdda-categories" and "food" in cats.classnames and "monster" in cats.classnames
+    assert "other" not in cats.classnames
+    counts = np.bincount(cats.labels, minlength=len(cats.classnames))
+    assert counts.min() >= 5 and len(cats) == counts.sum()
+
+
+def test_cdda_bad_options_and_missing_package(tmp_path, cdda_root):
+    with pytest.raises(ConfigError, match="unknown Cataclysm: DDA tile set 'Nope'.*RetroDaysTileset"):
+        load_cdda(cdda_root, tilesets="Nope")
+    with pytest.raises(ConfigError, match="empty"):
+        load_cdda(cdda_root, tilesets="HoderTileset", exclude_tilesets="HoderTileset")
+    with pytest.raises(MissingDataError, match="apt-get install cataclysm-dda-data"):
+        load_cdda(tmp_path / "nothing_here")
+    assert list_tilesets(cdda_root) == CDDA_TILESETS
+
+
+def test_missing_package_cli_says_how_to_install(tmp_path):
+    """A missing Debian package is one error line naming the package (exit 1), never a traceback."""
+    cmd = [sys.executable, "-m", "modalign.cli.main", "encode", f"cdda?root={tmp_path / 'none'}",
+           "--encoder", "minilm-l6", "--store", str(tmp_path / "store"), "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    err = " ".join(proc.stderr.split())  # the log handler wraps long lines
+    assert proc.returncode == 1
+    assert "apt-get install cataclysm-dda-data" in err and "Traceback" not in err
+
+
+# ---- Open Clip Art -----------------------------------------------------------------------------------
+OPENCLIPART_ROOT = Path("/usr/share/openclipart")
+OPENCLIPART_PICKS = ["food/fruit", "animals/birds", "transportation/roadsigns", "shapes/stars", "computer/icons/flat-theme"]
+
+
+@pytest.fixture()
+def openclipart_root(tmp_path) -> Path:
+    """Four drawings (png + svg) from each of five folders of openclipart-png/-svg, plus a link and a copy."""
+    src = _require(OPENCLIPART_ROOT, "openclipart-png openclipart-svg")
+    root = tmp_path / "openclipart"
+    for sub in OPENCLIPART_PICKS:
+        for png in sorted((src / "png" / sub).glob("*.png"))[:4]:
+            rel = png.relative_to(src / "png")
+            for kind, path in (("png", png), ("svg", src / "svg" / rel.with_suffix(".svg"))):
+                (root / kind / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, (root / kind / rel).with_suffix(path.suffix))
+    fruit = sorted((root / "png" / "food" / "fruit").glob("*.png"))
+    (root / "png" / "food" / "fruit" / "zz_link.png").symlink_to(fruit[0])
+    shutil.copy(fruit[1], root / "png" / "food" / "zz_copy.png")
+    return root
+
+
+def test_openclipart_from_a_real_slice(openclipart_root):
+    ds = load_dataset(f"openclipart?root={openclipart_root}")
+    image, text = ds.column("image"), ds.column("text")
+    assert ds.n_groups == len(image) == len(text) == 12  # fruit, birds, roadsigns: 4 each
+    assert ds.classnames == ["animals", "food", "transportation"]
+    assert all(not i.startswith(("shapes/", "computer/icons/")) for i in image.ids)
+    # captions: cleaned titles plus keywords from the SVG metadata, never noise words
+    assert all(c and "hash" not in c and "Clipart by" not in c for c in text.items)
+    assert any("(" in c for c in text.items)
+    assert skipped_of(ds) == {"left out: computer/icons": 4, "left out: shapes": 4,
+                              "link to a drawing already taken": 1, "byte-identical copy": 1}
+    split = ds.split({"train": 0.5, "test": 0.5}, seed=1)
+    assert not set(split["train"]) & set(split["test"])
+    cats = load_dataset(f"openclipart-categories?root={openclipart_root}&min_per_class=4")
+    assert cats.classnames == ds.classnames and len(cats) == 12
+
+
+def test_openclipart_title_cleaning():
+    from modalign.data.openclipart import clean_title, name_from_stem
+
+    assert clean_title("Clipart by Nicu Buculei - pear") == "pear"
+    assert name_from_stem("soft_blue_couch_jonadab_01", "Jonadab") == "soft blue couch"
+    assert name_from_stem("as_carreau_jean_victor_b_", "Jean Victor Balin") == "as carreau"
+
+
+def test_openclipart_missing_package(tmp_path):
+    with pytest.raises(MissingDataError, match="apt-get install openclipart-png openclipart-svg"):
+        load_dataset(f"openclipart?root={tmp_path / 'none'}")
