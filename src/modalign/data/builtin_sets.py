@@ -23,3 +23,13 @@ def register_builtin_sets(register: Callable[..., Any]) -> None:
              "icon themes, shapes, gradients and cards left out (apt: openclipart-png openclipart-svg)")
     register("openclipart-categories", load_openclipart_categories, "labelled",
              "Open Clip Art drawings labelled by category (animals, food, people ...), for zero-shot")
+
+    from modalign.data.iconify import load_iconify, load_iconify_categories
+
+    register("iconify", load_iconify, "pairs",
+             "Iconify icons with name, set and category as caption: ~55k icons of 12 permissively licensed sets by "
+             "default; iconify:SET,... or ?sets=all (~300k), ?per_set=N (npm: @iconify/json, `make data`)",
+             qualifier="sets")
+    register("iconify-categories", load_iconify_categories, "labelled",
+             "Iconify icons labelled by their set's category (medical, weather, arrows ...), for zero-shot",
+             qualifier="sets")

@@ -42,21 +42,24 @@ class DatasetEntry:
     loader: DatasetLoader
     kind: DatasetKind  # "pairs": returns an AlignedDataset; "labelled": a LabelledDataset; "any": depends on data
     description: str
+    qualifier: str | None = None  # "NAME:VALUE" passes VALUE as this loader option (iconify:mdi -> sets="mdi")
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
 _BUILTINS_LOADED = False
 
 
-def register_dataset(name: str, loader: DatasetLoader, kind: DatasetKind = "pairs", description: str = "") -> None:
-    """Registers a named data set; `loader(**options)` must return an AlignedDataset or a LabelledDataset."""
+def register_dataset(name: str, loader: DatasetLoader, kind: DatasetKind = "pairs", description: str = "",
+                     qualifier: str | None = None) -> None:
+    """Registers a named data set; `loader(**options)` must return an AlignedDataset or a LabelledDataset.
+    With `qualifier`, "name:VALUE" loads it with that option set to VALUE."""
     if kind not in KINDS:
         raise ConfigError(f"data set kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not name or "?" in name or name.startswith("hf:"):
         raise ConfigError(f"bad data set name {name!r}: it must be non-empty, without '?' and not start with 'hf:'")
     if name in _REGISTRY:
         logger.warning("data set %r registered twice; the later registration wins", name)
-    _REGISTRY[name] = DatasetEntry(name, loader, kind, description)
+    _REGISTRY[name] = DatasetEntry(name, loader, kind, description, qualifier)
 
 
 def _load_builtins() -> None:
@@ -117,6 +120,9 @@ def resolve_dataset(spec: str) -> tuple[DatasetEntry, dict[str, Any]]:
     body, options = parse_dataset_spec(spec)
     if body in _REGISTRY:
         return _REGISTRY[body], options
+    family, _, value = body.partition(":")
+    if value and family in _REGISTRY and _REGISTRY[family].qualifier:
+        return _REGISTRY[family], {_REGISTRY[family].qualifier: value, **options}
     if body.startswith("hf:"):
         from modalign.data.hf import load_hf_dataset
 
