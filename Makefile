@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # the data the default tests and suite read (small: ~85 MB of Debian data beyond Tux Paint and Fashion-MNIST)
 DEBIAN_PACKAGES = tuxpaint-stamps-default dataset-fashion-mnist chromium cataclysm-dda-data openclipart-svg \
-	kgeography-data asterisk-core-sounds-en-wav
+	kgeography-data asterisk-core-sounds-en-wav asterisk-core-sounds-en
 NPM_PACKAGES = @iconify-json/covid
 # `make data`: the full built-in sets on top (PNGs of Open Clip Art, all ~240 Iconify sets: ~240 MB)
 DATA_DEBIAN_PACKAGES = openclipart-png

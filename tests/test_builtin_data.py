@@ -14,6 +14,7 @@ from PIL import Image
 from modalign.data import load_dataset, skipped_of
 from modalign.data.cdda import CDDA_ROOT, list_tilesets, load_cdda, load_cdda_categories, tileset_of
 from modalign.data.images import SVG_RENDER_WIDTH, load_image
+from modalign.data.skips import SkipCounter
 from modalign.errors import ConfigError, MissingDataError
 from modalign.utils.paths import cache_root
 
@@ -246,3 +247,91 @@ def test_iconify_categories_and_missing_package(covid_tgz, tmp_path):
         load_dataset(f"iconify:mdi?root={covid_tgz}")
     with pytest.raises(MissingDataError, match="npm pack @iconify/json"):
         load_dataset(f"iconify?root={tmp_path / 'empty'}")
+
+
+# ---- KGeography --------------------------------------------------------------------------------------
+KGEOGRAPHY_ROOT = Path("/usr/share/kgeography")
+
+
+@pytest.fixture()
+def kgeography_root(tmp_path) -> Path:
+    """Two maps (Luxembourg's cantons, Belgium's provinces) with their images and the flags they name."""
+    from modalign.data.kgeography import read_map
+
+    src = _require(KGEOGRAPHY_ROOT, "kgeography-data")
+    root = tmp_path / "kgeography"
+    root.mkdir()
+    for stem in ("luxembourg_cantons", "belgium"):
+        for suffix in (".kgm", ".png"):
+            shutil.copy(src / f"{stem}{suffix}", root / f"{stem}{suffix}")
+        for region in read_map(src / f"{stem}.kgm", SkipCounter())[2]:
+            if region.flag is not None and region.flag.is_file():
+                dst = root / region.flag.relative_to(src)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(region.flag, dst)
+    return root
+
+
+def test_kgeography_maps_and_flags(kgeography_root):
+    from modalign.data.kgeography import read_map
+
+    ds = load_dataset(f"kgeography?root={kgeography_root}")
+    image, text = ds.column("image"), ds.column("text")
+    regions = read_map(kgeography_root / "luxembourg_cantons.kgm", SkipCounter())[2]
+    assert len(regions) == 12 and "Redange" in {r.name for r in regions}
+    k = image.ids.index("luxembourg_cantons.kgm#Redange")
+    assert text.items[k] == "Redange highlighted on the map of Luxembourg (Cantons)"
+    with Image.open(image.items[k]) as img:
+        rgb = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    assert ((rgb == [220, 30, 30]).all(axis=1)).sum() > 100  # the region is painted red
+    flags = [i for i in image.ids if i.startswith("flags/")]
+    assert flags and all(text.items[image.ids.index(f)].startswith("the flag of ") for f in flags)
+    # a region's map and its flag share the region's group, so a split keeps them on one side
+    for item_id, g in zip(image.ids, image.groups, strict=True):
+        region = text.items[image.ids.index(item_id)].removeprefix("the flag of ").split(" highlighted")[0]
+        assert ds.group_names[g] == region.split(" (capital")[0]
+    flag_groups = {image.groups[image.ids.index(f)] for f in flags}
+    assert any(len(set(image.ids[r] for r in np.flatnonzero(image.groups == g))) > 1 for g in flag_groups)
+    cats = load_dataset(f"kgeography-flags?root={kgeography_root}")
+    assert len(cats) == len(flags) and len(cats.classnames) <= len(flags)
+
+
+def test_kgeography_missing_package(tmp_path):
+    with pytest.raises(MissingDataError, match="apt-get install kgeography-data"):
+        load_dataset(f"kgeography?root={tmp_path}")
+
+
+# ---- Asterisk sounds ---------------------------------------------------------------------------------
+def test_asterisk_sounds_from_a_real_slice(tmp_path):
+    from modalign.data.asterisk import DOC_ROOT, SOUNDS_ROOT
+
+    src = _require(SOUNDS_ROOT / "en_US_f_Allison", "asterisk-core-sounds-en-wav")
+    doc = _require(DOC_ROOT / "asterisk-core-sounds-en" / "core-sounds-en.txt.gz", "asterisk-core-sounds-en")
+    sounds, docs = tmp_path / "sounds" / "en_US_f_Allison", tmp_path / "doc" / "asterisk-core-sounds-en"
+    (sounds / "digits").mkdir(parents=True)
+    docs.mkdir(parents=True)
+    shutil.copy(doc, docs / doc.name)
+    for rel in ("activated.wav", "beep.wav", "digits/7.wav", "digits/20.wav"):
+        shutil.copy(src / rel, sounds / rel)
+    (sounds / "not-in-the-list.wav").write_bytes((src / "beep.wav").read_bytes())
+    ds = load_dataset(f"asterisk-sounds?root={tmp_path / 'sounds'}&doc_root={tmp_path / 'doc'}")
+    audio, text = ds.column("audio"), ds.column("text")
+    assert ds.modalities == ["audio", "text"] and audio.ids == ["en/activated", "en/beep", "en/digits/20", "en/digits/7"]
+    assert text.items[audio.ids.index("en/digits/7")] == "seven"
+    assert text.items[audio.ids.index("en/activated")] == "Activated."
+    assert "beep" in text.items[1] and "[" not in text.items[1]
+    assert skipped_of(ds)["no transcript"] == 1 and skipped_of(ds)["transcript without recording"] > 500
+    from modalign.data.audio import load_audio
+
+    wave = load_audio(audio.items[0], 16000)
+    assert wave.ndim == 1 and 0.2 < len(wave) / 16000 < 5  # "Activated." is about a second long
+    with pytest.raises(MissingDataError, match="apt-get install asterisk-core-sounds-fr-wav asterisk-core-sounds-fr"):
+        load_dataset(f"asterisk-sounds?lang=fr&root={tmp_path / 'sounds'}&doc_root={tmp_path / 'doc'}")
+
+
+def test_sklearn_digits_labelled():
+    ds = load_dataset("digits?per_class=5")
+    assert ds.classnames[7] == "seven" and len(ds) == 50 and np.bincount(ds.labels).tolist() == [5] * 10
+    img = ds.column.items[0]
+    assert img.shape == (32, 32) and img.dtype == np.uint8
+    assert img.max() == 255 and img.min() < 100  # dark ink on a white ground

@@ -33,3 +33,22 @@ def register_builtin_sets(register: Callable[..., Any]) -> None:
     register("iconify-categories", load_iconify_categories, "labelled",
              "Iconify icons labelled by their set's category (medical, weather, arrows ...), for zero-shot",
              qualifier="sets")
+
+    from modalign.data.kgeography import load_kgeography, load_kgeography_flags
+
+    register("kgeography", load_kgeography, "pairs",
+             "KGeography: ~4k maps with one region highlighted and ~670 flags, with names and capitals; GPL-2+ "
+             "(apt: kgeography-data)")
+    register("kgeography-flags", load_kgeography_flags, "labelled",
+             "KGeography flags labelled by region name (~660 classes), for zero-shot")
+
+    from modalign.data.asterisk import load_asterisk_sounds
+
+    register("asterisk-sounds", load_asterisk_sounds, "pairs",
+             "Asterisk telephone prompts: ~570 real English recordings (audio column) with transcripts; "
+             "CC-BY-SA-3.0; ?lang=fr with the French packages (apt: asterisk-core-sounds-en-wav asterisk-core-sounds-en)")
+
+    from modalign.data.digits import load_digits
+
+    register("digits", load_digits, "labelled",
+             "scikit-learn's handwritten digits: 1,797 8x8 images of 0-9 (drawn as 32x32 blocks), for zero-shot; BSD")
