@@ -335,3 +335,16 @@ def test_sklearn_digits_labelled():
     img = ds.column.items[0]
     assert img.shape == (32, 32) and img.dtype == np.uint8
     assert img.max() == 255 and img.min() < 100  # dark ink on a white ground
+
+
+def test_take_groups_keeps_every_column_of_those_groups(cdda_root):
+    ds = load_cdda(cdda_root)
+    picked = np.array([5, 2, 9])
+    sub = ds.take_groups(picked)
+    assert sub.group_names == [ds.group_names[g] for g in picked] and sub.n_groups == 3
+    for m in ("image", "text"):
+        col, full = sub.column(m), ds.column(m)
+        assert sorted(col.ids) == sorted(full.ids[r] for r in np.flatnonzero(np.isin(full.groups, picked)))
+        for item_id, g in zip(col.ids, col.groups, strict=True):
+            assert ds.group_names[full.groups[full.ids.index(item_id)]] == sub.group_names[g]
+    assert sub.group_labels.tolist() == ds.group_labels[picked].tolist()

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 
 def register_builtin_sets(register: Callable[..., Any]) -> None:
     """Calls `register(name, loader, kind, description)` for each built-in set; loaders import lazily."""
-    from modalign.data.cdda import load_cdda, load_cdda_categories
+    from modalign.data.cdda import CROSS_STYLE_TILESETS, load_cdda, load_cdda_categories
 
     register("cdda", load_cdda, "pairs",
              "Cataclysm: DDA item and monster sprites with their descriptions: ~26k pairs of ~4.4k things in 10 "
              "pixel-art tile sets; ?tilesets=A,B / ?exclude_tilesets=A hold styles out (apt: cataclysm-dda-data)")
+    held_out = ",".join(CROSS_STYLE_TILESETS)
+    register("cdda-instyle", functools.partial(load_cdda, exclude_tilesets=held_out), "pairs",
+             f"cdda without the tile sets {held_out}: train here, test on cdda-xstyle for unseen styles")
+    register("cdda-xstyle", functools.partial(load_cdda, tilesets=held_out), "pairs",
+             f"cdda in the tile sets {held_out} only: the cross-style test (groups keep their names)")
     register("cdda-categories", load_cdda_categories, "labelled",
              "Cataclysm: DDA sprites labelled by item category (food, guns, clothing ... monster), for zero-shot")
 
