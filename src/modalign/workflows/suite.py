@@ -122,7 +122,13 @@ def _zeroshot(model: Any, dataset: LabelledDataset, store: Any, bench: Benchmark
     from modalign.evaluate.runner import evaluate_zeroshot
 
     if config.max_items is not None and len(dataset) > config.max_items:
+        # class-balanced; with more classes than `max_items` (flags: one per class), a seeded sample of
+        # rows, still scored against every class name
         dataset = dataset.subset(per_class=max(1, config.max_items // len(dataset.classnames)), seed=config.seed)
+        if len(dataset) > config.max_items:
+            rows = _sample(np.arange(len(dataset)), config.max_items, config.seed)
+            dataset = LabelledDataset(dataset.name, dataset.column.take(rows), dataset.labels[rows],
+                                      dataset.classnames, dataset.root)
     return evaluate_zeroshot(model, dataset, store, list(bench.templates), batch_size=config.batch_size,
                              progress=progress)
 
