@@ -103,7 +103,7 @@ def select_benchmarks(patterns: Sequence[str] | None) -> list[Benchmark]:
     return chosen
 
 
-def test_groups(dataset: AlignedDataset, run_split: dict[str, list[str]] | None) -> np.ndarray:
+def held_out_groups(dataset: AlignedDataset, run_split: dict[str, list[str]] | None) -> np.ndarray:
     """Group indices of the test split: the run's (by group name) when given, else the default split's."""
     if run_split is not None:
         names = set(run_split.get("test") or run_split.get("val") or [])
@@ -137,7 +137,7 @@ def _retrieval(model: Any, dataset: AlignedDataset, store: Any, run_split: dict[
                config: SuiteConfig, progress: bool) -> dict[str, float]:
     from modalign.evaluate.runner import evaluate_retrieval
 
-    groups = _sample(test_groups(dataset, run_split), config.max_groups, config.seed)
+    groups = _sample(held_out_groups(dataset, run_split), config.max_groups, config.seed)
     if len(groups) == 0:
         raise ConfigError(f"{dataset.name}: the test split is empty")
     # encode only the sampled groups, unless the whole columns are in the store already (e.g. after training)
