@@ -33,16 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, machine_info  # noqa: E402
 
-from modalign.align.methods import fit_method  # noqa: E402
-from modalign.align.progressive import ExtendConfig, align_new_modality, split_by_names  # noqa: E402
 from modalign.align.trainer import TrainConfig, evaluate_features  # noqa: E402
 from modalign.data import load_tuxpaint  # noqa: E402
 from modalign.encoders import create_encoder  # noqa: E402
 from modalign.evaluate.zeroshot import load_templates, zeroshot_metrics  # noqa: E402
-from modalign.fit import FitConfig, _tower, fit  # noqa: E402
+from modalign.features.pipeline import encode_dataset, feature_set  # noqa: E402
 from modalign.model import AlignedModel  # noqa: E402
-from modalign.pipeline import encode_dataset, feature_set  # noqa: E402
 from modalign.store import EmbeddingStore  # noqa: E402
+from modalign.workflows.extend import ExtendConfig, align_new_modality, split_by_names  # noqa: E402
+from modalign.workflows.fit import FitConfig, _tower, fit  # noqa: E402
+from modalign.workflows.methods import fit_method  # noqa: E402
 
 PROGRESSIVE = {"progressive-text": (["text"], "infonce", {}), "progressive-image": (["image"], "infonce", {}),
                "progressive-both": (["text", "image"], "infonce", {}),

@@ -1,6 +1,6 @@
 """Does concept-balanced curation beat a random subset at the same budget? Tux Paint.
 
-What is measured: the Tux Paint train split (split seed 0, 70/10/20 by stamp, as modalign.fit) is the pool;
+What is measured: the Tux Paint train split (split seed 0, 70/10/20 by stamp, as modalign.workflows.fit) is the pool;
 from it --budget pairs are chosen
   random        uniformly at random (subset seeds --seeds)
   curated       modalign.curate: concepts = the 15 Tux category names + --mine nouns mined from the POOL's
@@ -32,17 +32,17 @@ from typing import Any
 import numpy as np
 from _common import BENCH_DIR, RESULTS_DIR, machine_info, print_header, write_json
 
-from modalign.align.methods import fit_method
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.curate.concepts import merge_concepts, mine_concepts
 from modalign.curate.run import CurateConfig, concept_balance, curate
 from modalign.data.tuxpaint import load_tuxpaint, load_tuxpaint_categories
 from modalign.encoders import create_encoder
-from modalign.evaluate.runner import evaluate_zeroshot
-from modalign.fit import FitConfig
+from modalign.features.pipeline import encode_dataset, feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
 from modalign.store import EmbeddingStore
+from modalign.workflows.evaluate import evaluate_zeroshot
+from modalign.workflows.fit import FitConfig
+from modalign.workflows.methods import fit_method
 
 REPORTED = ["mean_recall@1", "image_retrieval_recall@5", "zs_acc1", "categories", "category_balance",
             "concept_balance"]

@@ -44,7 +44,7 @@ def _tux(model_dir: Path):
 def _embed(model, data, store, modality: str, groups: np.ndarray, encoder=None, layer=None):
     """(n, d) projected embeddings of the split's `modality` items and their groups."""
     from modalign.search.build import project_in_batches
-    from modalign.search.compat import stored_features
+    from modalign.workflows.upgrade import stored_features
 
     col = data.column(modality)
     rows = data.rows_of_groups(modality, groups)
@@ -87,7 +87,7 @@ def part_invgc(args) -> dict:
 def part_compat(args) -> dict:
     from modalign.encoders.registry import create_encoder
     from modalign.model import AlignedModel
-    from modalign.search.compat import CompatConfig, train_compat
+    from modalign.workflows.upgrade import CompatConfig, train_compat
 
     old = AlignedModel.from_pretrained(args.model)
     data, split, store = _tux(args.model)

@@ -2,7 +2,7 @@
 
 What is measured: the Tux Paint stamps are encoded once with effnet-lite0 and minilm-l6 (final layers)
 into an EmbeddingStore (--store, default $MODALIGN_STORE, else benchmarks/.cache/store). The groups
-are split 70/10/20 with split seed 0 (modalign.fit's default); validation (early stopping, ridge/CCA
+are split 70/10/20 with split seed 0 (modalign.workflows.fit's default); validation (early stopping, ridge/CCA
 hyper-parameters) and test stamps are the same for every run. For each data fraction (10%, 30%, 100%
 of the training stamps) and seed (0, 1, 2), the seed draws the training subset and seeds the training;
 every method is fitted on that subset and scored on the test stamps:
@@ -42,15 +42,15 @@ from _common import BENCH_DIR, RESULTS_DIR, machine_info, print_header, write_js
 
 from modalign.align.evaluators import ZeroShotEvaluator
 from modalign.align.features import FeatureSet
-from modalign.align.methods import fit_method
 from modalign.align.samplers import max_items_per_group
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.tuxpaint import load_tuxpaint
 from modalign.encoders import FINAL_LAYER, create_encoder
 from modalign.evaluate.zeroshot import load_templates
+from modalign.features.pipeline import encode_dataset, feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
 from modalign.store import EmbeddingStore
+from modalign.workflows.methods import fit_method
 
 # name -> (registered method, TrainConfig changes)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -113,12 +113,9 @@ def print_summary(summary: dict[str, dict[str, dict[str, Any]]], fractions: list
 
 
 def plot(summary: dict[str, dict[str, dict[str, Any]]], chance: dict[str, float], path: Path) -> None:
-    import matplotlib
+    from modalign.utils.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5.2 * len(METRICS), 4.2), squeeze=False)
+    fig, axes = new_figure(1, len(METRICS), figsize=(5.2 * len(METRICS), 4.2), squeeze=False)
     markers = "os^vD<>pPhX*"
     for ax, (key, label) in zip(axes[0], METRICS.items(), strict=True):
         for i, (method, per_fraction) in enumerate(summary.items()):
@@ -140,7 +137,6 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], chance: dict[str, float]
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     print(f"wrote {path}")
 
 

@@ -3,7 +3,7 @@
 What is measured: the Tux Paint stamps (image + caption, one group per stamp) are encoded once with
 effnet-lite0 and minilm-l6 (final layers) into an EmbeddingStore under --store (default
 $MODALIGN_STORE, else benchmarks/.cache/store), so reruns skip encoding. The groups are split 70/10/20
-(train/val/test, modalign.fit's default); each method is fitted on the train split (val: early stopping
+(train/val/test, modalign.workflows.fit's default); each method is fitted on the train split (val: early stopping
 for the trained ones, the ridge penalty) and scored on the test split: recall@1/5/10 text->image
 (image_retrieval_recall@k) and image->text (text_retrieval_recall@k), CLIP_benchmark's names.
 Two variants, mean and sample std (ddof=1) over three runs each:
@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 from _common import BENCH_DIR, RESULTS_DIR, machine_info, print_header, write_json
 
-from modalign.align.methods import fit_method
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.tuxpaint import load_tuxpaint
 from modalign.encoders import FINAL_LAYER, create_encoder
-from modalign.fit import FitConfig
+from modalign.features.pipeline import encode_dataset, feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
 from modalign.store import EmbeddingStore
+from modalign.workflows.fit import FitConfig
+from modalign.workflows.methods import fit_method
 
 METRICS = [f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 5, 10)]
 SHORT = {f"image_retrieval_recall@{k}": f"t2i R@{k}" for k in (1, 5, 10)} | {
@@ -92,12 +92,9 @@ def print_table(title: str, summary: dict[str, dict[str, dict[str, float]]]) -> 
 
 
 def plot(variants: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from modalign.utils.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(variants), figsize=(6.5 * len(variants), 4), sharey=True, squeeze=False)
+    fig, axes = new_figure(1, len(variants), figsize=(6.5 * len(variants), 4), sharey=True, squeeze=False)
     for ax, v in zip(axes[0], variants.values(), strict=True):
         methods = list(v["summary"])
         width = 0.8 / len(methods)
@@ -116,7 +113,6 @@ def plot(variants: dict[str, dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     print(f"wrote {path}")
 
 

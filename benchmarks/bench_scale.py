@@ -42,15 +42,15 @@ from bench_methods import default_store
 
 from modalign.align.evaluators import ZeroShotEvaluator
 from modalign.align.features import FeatureSet
-from modalign.align.methods import fit_method
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.iconify import DEFAULT_SETS, load_iconify
 from modalign.data.tuxpaint import load_tuxpaint
 from modalign.encoders import FINAL_LAYER, create_encoder
 from modalign.evaluate.zeroshot import load_templates
+from modalign.features.pipeline import feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import feature_set
 from modalign.store import EmbeddingStore
+from modalign.workflows.methods import fit_method
 
 METHODS = ["mlp", "ridge", "procrustes", "cca"]
 METRICS = {"mean_recall@1": "mean R@1", "icon_zs_acc1": "icon zs", "tux_zs_acc1": "Tux zs"}

@@ -29,16 +29,16 @@ from typing import Any
 import numpy as np
 from _common import BENCH_DIR, RESULTS_DIR, machine_info, print_header, write_json
 
-from modalign.align.methods import fit_method
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.tuxpaint import load_tuxpaint
 from modalign.encoders import create_encoder
-from modalign.fit import FitConfig
+from modalign.features.pipeline import feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import feature_set
 from modalign.select.metrics import Features, compute_metric
 from modalign.select.ranking import Candidate, encode_candidates, probe_rows
 from modalign.store import EmbeddingStore
+from modalign.workflows.fit import FitConfig
+from modalign.workflows.methods import fit_method
 
 IMAGE_LAYERS = {"effnet-lite0": ["blocks.8", "blocks.12", "blocks.15", "final"],
                 "effnet-lite2": ["blocks.12", "blocks.16", "blocks.20", "final"]}

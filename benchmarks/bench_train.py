@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, dims: dict[str, int], proj: ProjectorConfig) -
         marks["end"] = time.perf_counter()
         marks["callback_s"] += marks["end"] - start
 
-    torch.manual_seed(0)  # the initial weights, as modalign.align.methods seeds them
+    torch.manual_seed(0)  # the initial weights, as modalign.workflows.methods seeds them
     model = make_model(dims, proj)
     marks["end"] = time.perf_counter()
     result = train(model, data, None, cfg, on_epoch=on_epoch, progress=False)

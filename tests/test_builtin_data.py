@@ -16,7 +16,7 @@ from modalign.data.cdda import CDDA_ROOT, list_tilesets, load_cdda, load_cdda_ca
 from modalign.data.images import SVG_RENDER_WIDTH, load_image
 from modalign.data.skips import SkipCounter
 from modalign.errors import ConfigError, MissingDataError
-from modalign.utils.paths import cache_root
+from modalign.utils.paths import cache_home
 
 
 def _require(path: Path, package: str) -> Path:
@@ -186,7 +186,7 @@ def test_openclipart_missing_package(tmp_path):
 
 
 # ---- Iconify -----------------------------------------------------------------------------------------
-NPM_DIR = cache_root() / "iconify"  # the user's cache, read before the tests point MODALIGN_CACHE elsewhere
+NPM_DIR = cache_home() / "iconify"  # the user's cache, read before the tests point MODALIGN_CACHE elsewhere
 
 
 def _iconify_tarball(name: str) -> Path:

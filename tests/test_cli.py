@@ -81,3 +81,51 @@ def test_console_script_help_and_encoders_listing():
     listing = subprocess.run([str(exe), "encoders", "--json"], capture_output=True, text=True, check=True).stdout
     names = {e["name"] for e in json.loads(listing)}
     assert {"effnet-lite0", "effnet-lite2", "minilm-l6", "st:", "hf:", "timm:", "onnx:"} <= names
+
+
+def test_help_and_version_load_no_torch():
+    """`modalign --help` / `--version` / a command's summary list import only the CLI's own modules."""
+    code = ("import sys\nfrom modalign.cli.main import main\n"
+            "for argv in (['--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'transformers', 'faiss', 'matplotlib') if m in sys.modules)\n"
+            "print(','.join(heavy) or 'none')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "none"
+
+
+def test_a_chosen_command_imports_only_its_own_module():
+    code = ("import sys\nfrom modalign.cli.main import build_parser\nbuild_parser(['store', 'ls'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('modalign.cli.cmd_')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['modalign.cli.cmd_store']"
+
+
+def test_eval_zeroshot_on_a_pairs_data_set_says_what_to_use(tmp_path, capsys):
+    from modalign.align.projectors import ProjectorConfig
+    from modalign.model import AlignedModel, TowerConfig
+
+    towers = {m: TowerConfig(m, spec, "final", d, "fp", ProjectorConfig(type="linear", out_dim=8))
+              for m, spec, d in (("image", "effnet-lite0", 1280), ("text", "minilm-l6", 384))}
+    AlignedModel(towers).save_pretrained(tmp_path / "run")
+    rc = main(["eval", "zeroshot", str(tmp_path / "run"), "--images", "tuxpaint", "--store", str(tmp_path / "s")])
+    assert rc == 1  # a clear error, not a traceback
+    err = " ".join(capsys.readouterr().err.split())  # the log handler wraps long lines
+    assert "tuxpaint is a pairs data set" in err and "use tuxpaint-categories" in err
+
+
+def test_store_ls_info_rm(tmp_path, pairs_dir, capsys):
+    store = ["--store", str(tmp_path / "store"), "-q"]
+    assert main(["encode", str(pairs_dir / "pairs.csv"), "--encoder", "minilm-l6", *store]) == 0
+    capsys.readouterr()
+    assert main(["store", "ls", "--json", *store]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert len(entries) == 1 and entries[0]["key"]["encoder"] == "minilm-l6" and entries[0]["complete"]
+    digest = entries[0]["digest"]
+    assert main(["store", "info", digest[:8], *store]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"]["n_items"] == 12
+    assert main(["store", "rm", "nope", *store]) == 1  # an unknown digest is an error, nothing removed
+    assert main(["store", "rm", digest[:8], *store]) == 0
+    capsys.readouterr()
+    assert main(["store", "ls", "--json", *store]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -42,7 +42,7 @@ def test_clip_benchmark_zeroshot(tmp_path: Path, tux_images: list[Path]) -> None
     from clip_benchmark.metrics import zeroshot_classification
     from clip_benchmark.models import MODEL_TYPES, TYPE2FUNC, load_clip
 
-    from modalign.clip_benchmark import main, register
+    from modalign.integrations.clip_benchmark import main, register
 
     captions = [caption_of(p) for p in tux_images]
     img_enc, txt_enc = create_encoder("effnet-lite0"), create_encoder("minilm-l6")

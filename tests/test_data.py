@@ -338,8 +338,6 @@ def test_fashion_mnist_errors(tmp_path, fashion_root):
 def test_registry_names_and_paths(pairs_dir, tux_images, tmp_path, caplog, monkeypatch):
     import modalign.data.registry as registry
 
-    list_datasets()  # built-ins in, then a private copy so the test's registrations do not leak
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     names = [e.name for e in list_datasets()]
     assert {"tuxpaint", "tuxpaint-categories", "fashion-mnist", "fashion-mnist:train"} <= set(names)
     assert [e.name for e in list_datasets("fashion*")] == ["fashion-mnist", "fashion-mnist:test", "fashion-mnist:train"]
@@ -366,11 +364,14 @@ def test_registry_names_and_paths(pairs_dir, tux_images, tmp_path, caplog, monke
     with pytest.raises(ConfigError, match=r"several pairs files \(copy.csv, pairs.csv\); pass one"):
         load_dataset(str(pairs_dir))
 
-    register_dataset("tiny-test-pairs", lambda: load_pairs(pairs_dir / "pairs.csv"), "pairs", "12 stamps")
-    with caplog.at_level(logging.WARNING, logger="modalign.data"):
-        register_dataset("tiny-test-pairs", lambda: load_pairs(pairs_dir / "pairs.csv", name="again"), "pairs")
-    assert "registered twice" in caplog.text
-    assert load_dataset("tiny-test-pairs").name == "again"
+    try:
+        register_dataset("tiny-test-pairs", lambda: load_pairs(pairs_dir / "pairs.csv"), "pairs", "12 stamps")
+        with caplog.at_level(logging.WARNING, logger="modalign"):
+            register_dataset("tiny-test-pairs", lambda: load_pairs(pairs_dir / "pairs.csv", name="again"), "pairs")
+        assert "registered twice" in caplog.text
+        assert load_dataset("tiny-test-pairs").name == "again"
+    finally:
+        registry.DATASETS.remove("tiny-test-pairs")  # the test's entry must not leak into others
     with pytest.raises(ConfigError, match="kind"):
         register_dataset("x", load_pairs, kind="images")  # type: ignore[arg-type]
 

@@ -62,7 +62,7 @@ def test_two_processes_match_one() -> None:
 
 def test_tensorboard_logging_of_a_run(tmp_path) -> None:
     pytest.importorskip("tensorboard")
-    from modalign.tracking import TensorBoardLogger, read_scalars
+    from modalign.integrations.tracking import TensorBoardLogger, read_scalars
 
     proj = ProjectorConfig(type="linear", out_dim=8, dropout=0.0)
     cfg = TrainConfig(projector=proj, epochs=3, batch_size=16, lr=1e-2, patience=0, seed=1)

@@ -298,7 +298,7 @@ def test_registry_lists_and_errors():
     assert {"minilm-l6", "mpnet-base", "st:", "hf:"} <= text and "timm:" not in text
     with pytest.raises(ConfigError, match="unknown encoder 'clip-xl'.*effnet-lite0.*minilm-l6"):
         create_encoder("clip-xl")
-    with pytest.raises(ConfigError, match="known backends: .*onnx.*st.*timm"):
+    with pytest.raises(ConfigError, match="unknown encoder backend .*known: .*onnx.*st.*timm"):
         create_encoder("nope:thing")
     with pytest.raises(ConfigError, match="bad options"):
         create_encoder("minilm-l6?colour=red")

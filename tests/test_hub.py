@@ -22,7 +22,7 @@ def _model() -> AlignedModel:
 
 
 def test_card_and_offline_reload(tmp_path, monkeypatch) -> None:
-    from modalign.hub import from_pretrained, save_for_hub, write_to_cache
+    from modalign.integrations.hub import from_pretrained, save_for_hub, write_to_cache
 
     model = _model()
     folder = save_for_hub(model, tmp_path / "repo", repo_id="org/tux")
@@ -47,7 +47,7 @@ def test_card_and_offline_reload(tmp_path, monkeypatch) -> None:
 def test_aligned_model_from_pretrained_accepts_hf_hub_spec(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
 
-    from modalign.hub import save_for_hub, write_to_cache
+    from modalign.integrations.hub import save_for_hub, write_to_cache
     from modalign.model import AlignedModel
 
     model = _model()

@@ -23,14 +23,15 @@ from modalign.align.losses import (
     sigmoid_loss,
     structure_regulariser,
 )
-from modalign.align.methods import fit_method, list_methods
 from modalign.align.projectors import ProjectorConfig, create_projector
 from modalign.align.samplers import MultiPositiveSampler, iter_batches
 from modalign.align.trainer import TrainConfig, evaluate_features, train
 from modalign.errors import ConfigError
-from modalign.fit import FitConfig
 from modalign.model import AlignedModel, TowerConfig
-from modalign.recipes import list_recipes, load_recipe, merge_config, recipe_info
+from modalign.recipes import list_recipes, load_recipe, recipe_info
+from modalign.utils.config import merge_dicts as merge_config
+from modalign.workflows.fit import FitConfig
+from modalign.workflows.methods import fit_method, list_methods
 
 
 def _correlated(n: int, seed: int = 0, captions_per_image: int = 1, noise: float = 0.3):
@@ -248,14 +249,15 @@ def test_cca_method_aligns_saves_and_loads(tmp_path):
     tr, va = _split(*_correlated(400), n_train=300)
     model, info = fit_method("cca", _towers(), tr, va, TrainConfig())
     assert "cca" in list_methods() and model.metadata["method"] == "cca"
-    assert info["dim"] == 24  # every candidate dim is clipped to min(d_image=48, d_text=24, n - 1)
+    assert info["cca_dim"] == 24  # every candidate dim is clipped to min(d_image=48, d_text=24, n - 1)
     assert evaluate_features(model, va)["mean_recall@1"] > 0.4  # chance 0.01
     model.save_pretrained(tmp_path / "cca")
     loaded = AlignedModel.from_pretrained(tmp_path / "cca")
     assert type(loaded.projectors["image"]).__name__ == "LinearProjector"
     assert torch.equal(loaded.project("image", va.features["image"]), model.project("image", va.features["image"]))
-    fixed, info = fit_cca(_towers(), tr, None, regs=(0.1,), dims=(6,))
-    assert info == {"reg": 0.1, "dim": 6, "top_corr": pytest.approx(info["top_corr"])} and fixed.embed_dim == 6
+    fixed = fit_cca(tr, None, regs=(0.1,), dims=(6,))
+    assert fixed.info == {"cca_reg": 0.1, "cca_dim": 6, "cca_top_corr": pytest.approx(fixed.info["cca_top_corr"])}
+    assert {m.out_dim for m in fixed.maps.values()} == {6}
 
 
 # ---- evaluators --------------------------------------------------------------------------------------

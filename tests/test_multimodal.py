@@ -94,9 +94,9 @@ def test_extend_adds_audio_and_leaves_image_text_bit_for_bit(tmp_path, tux_root)
 
 def test_joint_three_way_training_with_symile_beats_chance():
     from modalign.align.features import FeatureSet
-    from modalign.align.methods import fit_method
     from modalign.align.trainer import TrainConfig
     from modalign.model import TowerConfig
+    from modalign.workflows.methods import fit_method
 
     g = torch.Generator().manual_seed(0)
     n = 96

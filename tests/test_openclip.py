@@ -16,7 +16,7 @@ from modalign.model import AlignedModel, TowerConfig
 
 
 def test_openclip_path_matches_aligned_model(tmp_path: Path, tux_images: list[Path]) -> None:
-    from modalign.openclip import create_model_and_transforms, get_tokenizer
+    from modalign.integrations.openclip import create_model_and_transforms, get_tokenizer
 
     images, captions = tux_images[:6], [caption_of(p) for p in tux_images[:6]]
     img_enc, txt_enc = create_encoder("effnet-lite0"), create_encoder("minilm-l6")

@@ -165,8 +165,8 @@ def test_cli_index_and_search(tmp_path, model_dir, image_dir, tux_images, capsys
 
 def test_compat_bundle_maps_a_new_encoder_into_the_old_space(tmp_path, model_dir, store, pairs_dir, tux_images):
     from modalign.data.pairs import load_pairs
-    from modalign.search.compat import CompatConfig, train_compat
     from modalign.search.index import space_hash
+    from modalign.workflows.upgrade import CompatConfig, train_compat
 
     old = AlignedModel.from_pretrained(model_dir)
     data = load_pairs(pairs_dir / "pairs.csv")

@@ -155,7 +155,7 @@ def test_registry():
         x, y = _related(n=50)
         assert compute_metric("test_neg_cka", x, y) == pytest.approx(-linear_cka(x, y))
     finally:
-        M._METRICS.pop("test_neg_cka")
+        M.METRICS.remove("test_neg_cka")
 
 
 # ---- ranking on real stamps ------------------------------------------------------------------------------------
@@ -248,9 +248,9 @@ def test_concat_tower_round_trip_on_real_images(tmp_path, tux_images, store):
     from modalign.align.projectors import ProjectorConfig
     from modalign.data.column import Column
     from modalign.encoders import create_encoder
-    from modalign.layermix import encode_layers
+    from modalign.encoders.layers import encode_layers
+    from modalign.features.pipeline import encode_column
     from modalign.model import AlignedModel, TowerConfig
-    from modalign.pipeline import encode_column
 
     img_enc, txt_enc = create_encoder("effnet-lite0"), create_encoder("minilm-l6")
     proj = ProjectorConfig(type="mlp", out_dim=32, hidden_dim=64)
@@ -304,10 +304,10 @@ def test_train_cli_with_several_layers_and_a_mean_mix(pairs_dir, tmp_path, store
 def test_mean_mix_needs_layers_of_one_width():
     from modalign.encoders import create_encoder
     from modalign.errors import ConfigError
-    from modalign.fit import _tower
+    from modalign.workflows.fit import tower_config
 
     with pytest.raises(ConfigError, match=r"one width, got widths \[192, 1280\].*concat"):
-        _tower("image", create_encoder("effnet-lite0"), ["blocks.12", "final"], "mean")
+        tower_config("image", create_encoder("effnet-lite0"), ["blocks.12", "final"], "mean")
 
 
 def test_selection_errors_name_the_problem(pairs_dir, store):

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from modalign.align.methods import fit_method
 from modalign.align.projectors import ProjectorConfig
 from modalign.align.streaming import StreamedFeatures
 from modalign.align.trainer import TrainConfig
 from modalign.data.pairs import load_pairs
 from modalign.encoders import create_encoder
+from modalign.features.pipeline import encode_dataset, feature_set, streamed_feature_set
 from modalign.model import TowerConfig
-from modalign.pipeline import encode_dataset, feature_set, streamed_feature_set
 from modalign.store import EmbeddingStore
+from modalign.workflows.methods import fit_method
 
 
 def test_streamed_training_matches_in_memory(tmp_path, pairs_dir):

@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory, tux_images) -> tuple[Path, EmbeddingStore]:
 
     from conftest import caption_of
     from modalign.align.trainer import TrainConfig
-    from modalign.fit import FitConfig, fit
+    from modalign.workflows.fit import FitConfig, fit
 
     root = tmp_path_factory.mktemp("suite")
     rows = ["image,caption"]

@@ -15,8 +15,8 @@ _LAZY = {
     "AlignedModel": "modalign.model",
     "TowerConfig": "modalign.model",
     "EmbeddingStore": "modalign.store",
-    "FitConfig": "modalign.fit",
-    "fit": "modalign.fit",
+    "FitConfig": "modalign.workflows.fit",
+    "fit": "modalign.workflows.fit",
     "TrainConfig": "modalign.align.trainer",
     "ProjectorConfig": "modalign.align.projectors",
     "create_encoder": "modalign.encoders.registry",
@@ -26,8 +26,8 @@ _LAZY = {
     "list_datasets": "modalign.data.registry",
     "retrieval_metrics": "modalign.evaluate.retrieval",
     "zeroshot_metrics": "modalign.evaluate.zeroshot",
-    "evaluate_retrieval": "modalign.evaluate.runner",
-    "evaluate_zeroshot": "modalign.evaluate.runner",
+    "evaluate_retrieval": "modalign.workflows.evaluate",
+    "evaluate_zeroshot": "modalign.workflows.evaluate",
 }
 
 __all__ = ["__version__", *_LAZY]

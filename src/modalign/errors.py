@@ -25,3 +25,7 @@ class MismatchError(ModalignError, ValueError):
 
 class MissingDataError(ModalignError, FileNotFoundError):
     """A data set the command needs is not installed."""
+
+
+class NotFoundError(ModalignError, FileNotFoundError):
+    """A file or folder the command was pointed at is not there (or is not what it should be)."""

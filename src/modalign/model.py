@@ -12,6 +12,7 @@ learned temperature. Encoders are created lazily, on first use, and checked agai
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Sequence
@@ -25,16 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalign import __version__
-from modalign.align.projectors import ProjectorConfig
+from modalign.align.layer_mix import create_tower_module
+from modalign.align.projectors import PROJECTORS, ProjectorConfig
 from modalign.encoders.base import Encoder
-from modalign.errors import ConfigError, MismatchError
-from modalign.layermix import (
-    as_layer_list,
-    create_tower_module,
-    encode_layers,
-    layer_dims,
-    normalize_layer_spec,
-)
+from modalign.encoders.layers import encode_layers, layer_dims
+from modalign.errors import ConfigError, MismatchError, NotFoundError
+from modalign.utils.layer_spec import as_layer_list, normalize_layer_spec
+from modalign.utils.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ FORMAT = "modalign.aligned_model"
 class TowerConfig:
     modality: str  # "image" | "text" | "audio" ...
     encoder: str  # encoder spec string, e.g. "effnet-lite0", "st:sentence-transformers/all-MiniLM-L6-v2"
-    layer: str | list[str]  # encoder layer the projector reads, or several (see modalign.layermix)
+    layer: str | list[str]  # encoder layer the projector reads, or several (see modalign.align.layer_mix)
     input_dim: int  # width of that layer's pooled features (several layers: the sum of their widths)
     encoder_fingerprint: str  # hash of the encoder weights the projector was trained on
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
@@ -168,13 +166,16 @@ class AlignedModel(nn.Module):
             "modalign_version": __version__,
             "embed_dim": self.embed_dim,
             "towers": {m: t.to_dict() for m, t in self.towers.items()},
+            # which module registers each projector type, so a reload can import it (or say which to import)
+            "projector_modules": {t.projector.type: PROJECTORS.get(t.projector.type).__module__
+                                  for t in self.towers.values()},
             "metadata": self.metadata,
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from modalign.utils.io import atomic_write, atomic_write_json
 
-        directory = Path(directory)
+        directory = user_path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(_safetensors_bytes(state)))
@@ -188,16 +189,17 @@ class AlignedModel(nn.Module):
         from safetensors.torch import load_file
 
         if str(directory).startswith("hf-hub:"):  # a Hugging Face Hub repo: download (or find in cache) first
-            from modalign.hub import resolve
+            from modalign.utils.hub import resolve
 
             directory = resolve(str(directory))
-        directory = Path(directory)
+        directory = user_path(directory)
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved modalign model: no {CONFIG_NAME} in it")
+            raise NotFoundError(f"{directory} is not a saved modalign model: no {CONFIG_NAME} in it")
         cfg = json.loads(cfg_path.read_text())
         if cfg.get("format") != FORMAT:
             raise MismatchError(f"{cfg_path} is not a modalign model config (format={cfg.get('format')!r})")
+        _import_projector_modules(cfg.get("projector_modules", {}))
         towers = {m: TowerConfig.from_dict(t) for m, t in cfg["towers"].items()}
         model = cls(towers, metadata=cfg.get("metadata"))
         state = load_file(str(directory / WEIGHTS_NAME))
@@ -229,6 +231,19 @@ class AlignedModel(nn.Module):
         if modality not in self.towers:
             raise KeyError(f"this model has no {modality!r} tower; it has: {', '.join(self.towers)}")
         return self.towers[modality]
+
+
+def _import_projector_modules(modules: dict[str, str]) -> None:
+    """Registers the saved projector types: modalign's own modules are imported; any other module must
+    be imported by the caller first (a config file never makes us import code it names)."""
+    for ptype, module in modules.items():
+        if ptype in PROJECTORS:
+            continue
+        if module == "modalign" or module.startswith("modalign."):
+            importlib.import_module(module)
+        else:
+            raise ConfigError(f"projector type {ptype!r} is registered by module {module!r}; import it "
+                              f"(`import {module}`) before loading this model")
 
 
 def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:

@@ -1,4 +1,7 @@
-"""Training-free baselines on the same cached features, saved as ordinary linear-projector models.
+"""Training-free baselines on the same cached features: each returns one affine map per modality.
+
+The maps are plain tensors (x -> x W^T + b); modalign.workflows.methods turns them into ordinary
+linear-projector AlignedModels.
 
 ridge       image features -> text feature space by ridge regression (text tower = identity map);
             the penalty is picked on the validation split.
@@ -16,12 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from modalign.align.features import FeatureSet
-from modalign.align.projectors import ProjectorConfig
 from modalign.align.trainer import evaluate_features
 from modalign.errors import ConfigError
 
@@ -35,24 +38,38 @@ def _paired(train: FeatureSet, a: str, b: str) -> tuple[torch.Tensor, torch.Tens
     return train.features[a][ia].double(), train.features[b][ib].double()  # (P, da), (P, db)
 
 
-def _set_linear(model, modality: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
-    """weight: (out, in), bias: (out,) -> the tower's LinearProjector."""
-    lin = model.projectors[modality].linear
-    with torch.no_grad():
-        lin.weight.copy_(weight.float())
-        lin.bias.copy_(bias.float())
+@dataclass
+class LinearMap:
+    """x (n, in) -> x @ weight.T + bias (n, out)."""
+
+    weight: torch.Tensor  # (out, in)
+    bias: torch.Tensor  # (out,)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.weight.dtype) @ self.weight.t() + self.bias
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
 
 
-def _linear_towers(towers: dict, out_dim: int) -> dict:
-    cfg = ProjectorConfig(type="linear", out_dim=out_dim, standardize=False)  # centring is in the bias
-    return {m: replace(t, projector=cfg) for m, t in towers.items()}
+@dataclass
+class ClosedFormFit:
+    """One affine map per modality into a shared space, and what was chosen (dims, penalties)."""
+
+    maps: dict[str, LinearMap]
+    info: dict[str, float | int] = field(default_factory=dict)
+
+    def project(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """(n, in) -> (n, out) unit vectors: what evaluate_features reads from a model."""
+        return F.normalize(self.maps[modality](x).float(), dim=-1)
 
 
-def fit_ridge(towers: dict, train: FeatureSet, val: FeatureSet | None,
-              alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), image: str = "image", text: str = "text"):
-    """Returns (AlignedModel, info). `alphas` are relative to the mean feature variance."""
-    from modalign.model import AlignedModel
-
+def fit_ridge(train: FeatureSet, val: FeatureSet | None,
+              alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), image: str = "image",
+              text: str = "text") -> ClosedFormFit:
+    """Image -> text space by ridge regression (text map = identity). `alphas` are relative to the mean
+    feature variance; the one with the best validation mean R@1 is kept."""
     x, y = _paired(train, image, text)
     mx, my = x.mean(0), y.mean(0)
     xc, yc = x - mx, y - my
@@ -60,21 +77,19 @@ def fit_ridge(towers: dict, train: FeatureSet, val: FeatureSet | None,
     xty = xc.t() @ yc  # (dx, dy)
     scale = gram.diagonal().mean()
     dy = y.shape[1]
-    model = AlignedModel(_linear_towers(towers, dy), metadata={"method": "ridge"})
-    _set_linear(model, text, torch.eye(dy, dtype=torch.float64), torch.zeros(dy, dtype=torch.float64))
-    best = (-1.0, None)
-    for alpha in alphas:
+    identity = LinearMap(torch.eye(dy, dtype=torch.float64), torch.zeros(dy, dtype=torch.float64))
+
+    def build(alpha: float) -> ClosedFormFit:
         w = torch.linalg.solve(gram + alpha * scale * torch.eye(len(gram), dtype=gram.dtype), xty)  # (dx, dy)
-        _set_linear(model, image, w.t(), my - mx @ w)
-        score = evaluate_features(model, val)["mean_recall@1"] if val is not None and len(alphas) > 1 else 0.0
+        return ClosedFormFit({image: LinearMap(w.t(), my - mx @ w), text: identity}, {"ridge_alpha": alpha})
+
+    best: tuple[float, float] = (-1.0, alphas[0])
+    for alpha in alphas if val is not None and len(alphas) > 1 else alphas[:1]:
+        score = evaluate_features(build(alpha), val)["mean_recall@1"] if val is not None and len(alphas) > 1 else 0.0
         if score > best[0]:
             best = (score, alpha)
-    alpha = best[1]
-    w = torch.linalg.solve(gram + alpha * scale * torch.eye(len(gram), dtype=gram.dtype), xty)
-    _set_linear(model, image, w.t(), my - mx @ w)
-    model.metadata["ridge_alpha"] = alpha
-    logger.info("ridge: alpha=%g (val mean_recall@1 %.4f)", alpha, best[0])
-    return model, {"alpha": alpha}
+    logger.info("ridge: alpha=%g (val mean_recall@1 %.4f)", best[1], best[0])
+    return build(best[1])
 
 
 def _pca(xc: torch.Tensor, k: int) -> torch.Tensor:
@@ -83,11 +98,9 @@ def _pca(xc: torch.Tensor, k: int) -> torch.Tensor:
     return vh[:k].t()
 
 
-def fit_procrustes(towers: dict, train: FeatureSet, val: FeatureSet | None = None, dim: int | None = None,
-                   image: str = "image", text: str = "text"):
-    """Returns (AlignedModel, info). `dim` defaults to min(d_image, d_text, n_pairs - 1)."""
-    from modalign.model import AlignedModel
-
+def fit_procrustes(train: FeatureSet, val: FeatureSet | None = None, dim: int | None = None,
+                   image: str = "image", text: str = "text") -> ClosedFormFit:
+    """`dim` defaults to min(d_image, d_text, n_pairs - 1); `val` is not needed."""
     x, y = _paired(train, image, text)
     k = dim or min(x.shape[1], y.shape[1], x.shape[0] - 1)
     mx, my = x.mean(0), y.mean(0)
@@ -99,10 +112,8 @@ def fit_procrustes(towers: dict, train: FeatureSet, val: FeatureSet | None = Non
     r = u @ vh  # (k, k) orthogonal
     wx = px @ r / sx  # (dx, k): x -> (x - mx) wx
     wy = py / sy  # (dy, k)
-    model = AlignedModel(_linear_towers(towers, k), metadata={"method": "procrustes", "procrustes_dim": k})
-    _set_linear(model, image, wx.t(), -mx @ wx)
-    _set_linear(model, text, wy.t(), -my @ wy)
-    return model, {"dim": k}
+    return ClosedFormFit({image: LinearMap(wx.t(), -mx @ wx), text: LinearMap(wy.t(), -my @ wy)},
+                         {"procrustes_dim": k})
 
 
 def _inv_sqrt(c: torch.Tensor, reg: float) -> torch.Tensor:
@@ -126,16 +137,14 @@ def cca_directions(x: torch.Tensor, y: torch.Tensor, reg: float) -> tuple[torch.
     return ix @ u, iy @ vh.t(), corr
 
 
-def fit_cca(towers: dict, train: FeatureSet, val: FeatureSet | None = None,
+def fit_cca(train: FeatureSet, val: FeatureSet | None = None,
             regs: Sequence[float] = (0.3, 1.0, 3.0), dims: Sequence[int | None] = (64, 128, 256, None),
-            corr_power: float = 1.0, image: str = "image", text: str = "text"):
-    """Returns (AlignedModel, info). Without `val`, the first reg and the last dim are used.
+            corr_power: float = 1.0, image: str = "image", text: str = "text") -> ClosedFormFit:
+    """Regularised CCA; reg and dim picked on `val` (without it, the first reg and the last dim).
 
     `dims` None means every direction (min(d_image, d_text, n_pairs - 1)); a dim larger than that is
     clipped. Each direction is scaled by corr**corr_power, so weakly correlated ones weigh less.
     """
-    from modalign.model import AlignedModel
-
     x, y = _paired(train, image, text)
     mx, my = x.mean(0), y.mean(0)
     xc, yc = x - mx, y - my
@@ -144,27 +153,22 @@ def fit_cca(towers: dict, train: FeatureSet, val: FeatureSet | None = None,
 
     cache: dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def build(reg: float, k: int):
+    def build(reg: float, k: int) -> ClosedFormFit:
         if reg not in cache:
             cache[reg] = cca_directions(xc, yc, reg)
         wx, wy, corr = cache[reg]
         scale = corr[:k].clamp_min(0) ** corr_power  # (k,)
         ax, ay = wx[:, :k] * scale, wy[:, :k] * scale  # (dx, k), (dy, k)
-        model = AlignedModel(_linear_towers(towers, k), metadata={"method": "cca", "cca_dim": k, "cca_reg": reg})
-        _set_linear(model, image, ax.t(), -mx @ ax)
-        _set_linear(model, text, ay.t(), -my @ ay)
-        return model, corr
+        return ClosedFormFit({image: LinearMap(ax.t(), -mx @ ax), text: LinearMap(ay.t(), -my @ ay)},
+                             {"cca_dim": k, "cca_reg": reg, "cca_top_corr": float(corr[0])})
 
     if val is None or (len(regs) == 1 and len(ks) == 1):
-        model, corr = build(regs[0], ks[-1])
-        return model, {"reg": regs[0], "dim": ks[-1], "top_corr": float(corr[0])}
+        return build(regs[0], ks[-1])
     best: tuple[float, float, int] = (-1.0, regs[0], ks[-1])
     for reg in regs:
         for k in ks:
-            score = evaluate_features(build(reg, k)[0], val)["mean_recall@1"]
+            score = evaluate_features(build(reg, k), val)["mean_recall@1"]
             if score > best[0]:
                 best = (score, reg, k)
-    _, reg, k = best
-    model, corr = build(reg, k)
-    logger.info("cca: reg=%g dim=%d (val mean_recall@1 %.4f)", reg, k, best[0])
-    return model, {"reg": reg, "dim": k, "top_corr": float(corr[0])}
+    logger.info("cca: reg=%g dim=%d (val mean_recall@1 %.4f)", best[1], best[2], best[0])
+    return build(best[1], best[2])

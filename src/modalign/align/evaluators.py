@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from modalign.align.features import FeatureSet
+from modalign.align.protocols import Projects
 from modalign.errors import ConfigError
 
 
@@ -58,14 +59,14 @@ class ZeroShotEvaluator:
         prompt_features = text_encoder.encode(prompts, layer=layer)
         return cls.from_prompt_features(features, labels, prompt_features, len(classnames), modality)
 
-    def class_embeddings(self, model: Any) -> torch.Tensor:
+    def class_embeddings(self, model: Projects) -> torch.Tensor:
         """(C, D) normalised class embeddings under the model's current text tower."""
         emb = model.project(self.text, self.prompt_features)  # (C*T, D), normalised
         emb = emb.view(self.n_classes, len(self.prompt_features) // self.n_classes, -1).mean(dim=1)
         return F.normalize(emb, dim=-1)
 
     @torch.no_grad()
-    def __call__(self, model: Any) -> dict[str, float]:
+    def __call__(self, model: Projects) -> dict[str, float]:
         from modalign.evaluate.zeroshot import zeroshot_metrics
 
         img = model.project(self.modality, self.features)  # (N, D)
@@ -79,7 +80,7 @@ class RetrievalEvaluator:
     data: FeatureSet
 
     @torch.no_grad()
-    def __call__(self, model: Any) -> dict[str, float]:
+    def __call__(self, model: Projects) -> dict[str, float]:
         from modalign.align.trainer import evaluate_features
 
         return evaluate_features(model, self.data)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalign.errors import ConfigError
+from modalign.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -200,30 +201,24 @@ class PairwiseLoss(AlignmentLoss):
 
 
 LossFactory = Callable[..., AlignmentLoss]
-_LOSSES: dict[str, tuple[LossFactory, str]] = {}
+# symile's module registers itself on first lookup (it imports this module, so not the other way round)
+LOSSES: Registry[LossFactory] = Registry("loss", plugins=["modalign.align.symile"])
 
 
 def register_loss(name: str, description: str = "") -> Callable[[LossFactory], LossFactory]:
     """Registers a factory `f(**options) -> AlignmentLoss` under `name` (e.g. a loss class)."""
-    def wrap(factory: LossFactory) -> LossFactory:
-        if name in _LOSSES:
-            logger.warning("loss %r registered twice; the later registration wins", name)
-        _LOSSES[name] = (factory, description or (factory.__doc__ or "").strip().split("\n")[0])
-        return factory
-
-    return wrap
+    return LOSSES.register(name, description=description)
 
 
-def list_losses() -> dict[str, str]:
-    return {name: desc for name, (_, desc) in sorted(_LOSSES.items())}
+def list_losses(pattern: str | None = None) -> list[str]:
+    return LOSSES.list(pattern)
 
 
 def create_loss(name: str, **options: Any) -> AlignmentLoss:
     """A fresh loss module; options are the factory's keyword arguments (TrainConfig.loss_options)."""
-    if name not in _LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; known: {', '.join(sorted(_LOSSES))}")
+    factory = LOSSES.get(name)
     try:
-        return _LOSSES[name][0](**options)
+        return factory(**options)
     except TypeError as e:
         raise ConfigError(f"bad options {sorted(options)} for loss {name!r}: {e}") from e
 
@@ -281,7 +276,7 @@ class StructureLoss(AlignmentLoss):
                               f"got temperatures={temps}, levels={levels}, weight={weight}, warmup={warmup_epochs}")
         self.base = create_loss(base, **(base_options or {}))
         self.weight, self.warmup_epochs = float(weight), float(warmup_epochs)
-        self.reg_options = {"temperatures": temps, "levels": levels, "divergence": divergence,
+        self.reg_options: dict[str, Any] = {"temperatures": temps, "levels": levels, "divergence": divergence,
                             "level_weighting": level_weighting, "center": center}
 
     @property
@@ -313,5 +308,3 @@ def log_temperature(temperature: float) -> float:
         raise ConfigError(f"a temperature must be > 0, got {temperature}")
     return math.log(1.0 / temperature)
 
-
-from modalign.align import symile as _symile  # noqa: E402, F401 - registers the "symile" loss (it imports this module)

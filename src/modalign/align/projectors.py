@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from modalign.errors import ConfigError
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
+from modalign.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -36,35 +37,26 @@ class ProjectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProjectorConfig:
-        return config_from_dict(cls, d, "projector")
+        return load_config(cls, d, what="projector")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 ProjectorFactory = Callable[[int, ProjectorConfig], nn.Module]
-_PROJECTORS: dict[str, ProjectorFactory] = {}
+PROJECTORS: Registry[ProjectorFactory] = Registry("projector type")
 
 
-def register_projector(name: str) -> Callable[[ProjectorFactory], ProjectorFactory]:
-    def wrap(factory: ProjectorFactory) -> ProjectorFactory:
-        if name in _PROJECTORS:
-            logger.warning("projector %r registered twice; the later registration wins", name)
-        _PROJECTORS[name] = factory
-        return factory
-
-    return wrap
+def register_projector(name: str, description: str = "") -> Callable[[ProjectorFactory], ProjectorFactory]:
+    return PROJECTORS.register(name, description=description)
 
 
-def list_projectors() -> list[str]:
-    return sorted(_PROJECTORS)
+def list_projectors(pattern: str | None = None) -> list[str]:
+    return PROJECTORS.list(pattern)
 
 
 def create_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
-    factory = _PROJECTORS.get(config.type)
-    if factory is None:
-        # in registration order: the basic heads first, then later additions
-        raise ConfigError(f"unknown projector type {config.type!r}; known: {', '.join(_PROJECTORS)}")
+    factory = PROJECTORS.get(config.type)
     if in_dim <= 0 or config.out_dim <= 0:
         raise ConfigError(f"projector dims must be positive (in_dim={in_dim}, out_dim={config.out_dim})")
     return factory(in_dim, config)
@@ -76,6 +68,9 @@ class Standardize(nn.Module):
     Frozen features are anisotropic (e.g. post-ReLU image features share a large mean direction), which
     makes every cosine similarity alike; centring them first speeds up and stabilises contrastive training.
     """
+
+    mean: torch.Tensor  # (dim,) buffers, saved with the model
+    std: torch.Tensor
 
     def __init__(self, dim: int):
         super().__init__()

@@ -14,18 +14,19 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
 from modalign.align.features import FeatureSet, GroupSampler
 from modalign.align.losses import AlignmentLoss, LossInputs, create_loss, log_temperature, modality_order
 from modalign.align.projectors import ProjectorConfig, fit_input_statistics
+from modalign.align.protocols import Projects, TrainableTowers
 from modalign.align.samplers import MultiPositiveSampler, iter_batches, max_items_per_group
 from modalign.align.streaming import statistics_input
 from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import pairwise_retrieval_metrics, retrieval_metrics
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 from modalign.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        return config_from_dict(cls, d, "training", projector=ProjectorConfig.from_dict(d.pop("projector", {})))
+        return load_config(cls, d, what="training")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +86,8 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def _param_groups(modules: torch.nn.Module | list[torch.nn.Module], weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on matrices only (not on biases, norms, the temperature, loss scalars)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for module in modules if isinstance(modules, list) else [modules]:
         for name, p in module.named_parameters():
             if not p.requires_grad:
@@ -96,7 +97,7 @@ def _param_groups(modules: torch.nn.Module | list[torch.nn.Module], weight_decay
 
 
 @torch.no_grad()
-def evaluate_features(model: Any, data: FeatureSet, pairs: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
+def evaluate_features(model: Projects, data: FeatureSet, pairs: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
     """Retrieval metrics between the first two modalities of `data` (image/text when present).
 
     `pairs` (e.g. [("audio", "text"), ("audio", "image")]): pairwise metrics of each pair instead
@@ -123,7 +124,7 @@ def default_eval_pairs(cfg: TrainConfig, modalities: Sequence[str]) -> list[tupl
     return [(m, o) for m in cfg.trainable for o in modality_order(modalities) if o != m]
 
 
-def _frozen(model: Any, cfg: TrainConfig) -> list[str]:
+def _frozen(model: TrainableTowers, cfg: TrainConfig) -> list[str]:
     """Modalities whose projectors stay as they are; checks cfg.trainable against the model's towers."""
     if cfg.trainable is None:
         return []
@@ -181,8 +182,122 @@ def _monitor_score(cfg: TrainConfig, record: dict[str, float], val_metrics: Mapp
     raise ConfigError(f"monitor {cfg.monitor!r} is not a metric of this run; known: {', '.join(known)}")
 
 
+@dataclass
+class _Run:
+    """Everything one training run keeps between steps and epochs."""
+
+    model: TrainableTowers
+    cfg: TrainConfig
+    loss_fn: AlignmentLoss
+    optimizer: torch.optim.Optimizer
+    feats: dict[str, torch.Tensor]  # modality -> (n_m, d_m) frozen features, on the device
+    groups: dict[str, torch.Tensor]  # modality -> (n_m,) group ids
+    sampler: Any
+    frozen: list[str]
+    parallel: BatchParallel | None
+    device: torch.device
+    batch: int  # groups per step
+    total_steps: int
+    step: int = 0
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.sampler)
+
+
+def _prepare(model: TrainableTowers, train_data: FeatureSet, cfg: TrainConfig,
+             parallel: BatchParallel | None) -> _Run:
+    """Sampler, input statistics, frozen towers, temperature and optimizer of a run."""
+    gen = seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    model.to(device)
+    loss_fn = create_loss(cfg.loss, **cfg.loss_options).to(device)
+    feats = {m: x.to(device) for m, x in train_data.features.items()}
+    sampler = _make_sampler(train_data, cfg, loss_fn, gen)
+    if len(sampler) < 2:
+        raise ConfigError(f"need at least 2 training groups with items in every modality, got {len(sampler)}")
+    batch = min(cfg.batch_size, len(sampler))
+    frozen = _frozen(model, cfg)
+    for m, proj in model.projectors.items():
+        if m in frozen:
+            proj.requires_grad_(False)  # a frozen tower: its statistics and weights stay as they are
+        else:
+            fit_input_statistics(proj, statistics_input(feats[m]))  # a sample when streamed
+    init_temperature = cfg.init_temperature if cfg.init_temperature is not None else loss_fn.default_temperature
+    with torch.no_grad():
+        model.logit_scale.fill_(log_temperature(init_temperature))
+    model.logit_scale.requires_grad_(cfg.learn_temperature)
+    optimizer = torch.optim.AdamW(_param_groups([cast(torch.nn.Module, model), loss_fn], cfg.weight_decay),
+                                  lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, foreach=True)
+    groups = {m: g.to(device) for m, g in train_data.groups.items()}
+    return _Run(model, cfg, loss_fn, optimizer, feats, groups, sampler, frozen, parallel, device, batch,
+                cfg.epochs * math.ceil(len(sampler) / batch))
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[float, dict[str, float], int]:
+    """One pass over the sampler: (summed loss, summed loss parts, batches)."""
+    model, cfg, optimizer = run.model, run.cfg, run.optimizer
+    model.train()
+    for m in run.frozen:
+        model.projectors[m].eval()  # no dropout: frozen towers give the same embeddings as at inference
+    run.loss_fn.train()
+    steps_per_epoch = math.ceil(run.n_groups / run.batch)
+    max_scale = math.log(cfg.max_logit_scale)
+    epoch_loss, n_batches, parts_sum = 0.0, 0, cast(dict[str, float], {})
+    for i, rows in enumerate(iter_batches(run.sampler, run.batch)):
+        if run.n_groups - i * run.batch < 2:
+            continue  # a last batch of one group has no negatives
+        if run.parallel is not None:
+            rows = run.parallel.shard(rows)  # this process's part of the global batch
+        idx = {m: r.to(run.device) for m, r in rows.items()}
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(run.step, run.total_steps, cfg)
+        x = {m: run.feats[m][r] for m, r in idx.items()}  # (b_m, d_m) frozen features
+        emb = {m: model.projectors[m](xm) for m, xm in x.items()}  # (b_m, embed_dim) each
+        g = {m: run.groups[m][r] for m, r in idx.items()}
+        if run.parallel is not None:
+            emb, x, g = run.parallel.gather(emb, x, g)  # the global batch, gradients flowing back to each shard
+        inputs = LossInputs(emb, x, g, epoch=epoch + i / steps_per_epoch)
+        loss = run.loss_fn(inputs, model.logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if run.parallel is not None:
+            run.parallel.sync_gradients([p for group in optimizer.param_groups for p in group["params"]])
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, max_scale)
+        epoch_loss += loss.item()
+        for k, v in inputs.parts.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+        n_batches += 1
+        run.step += 1
+    return epoch_loss, parts_sum, n_batches
+
+
+def _epoch_record(run: _Run, epoch: int, sums: tuple[float, dict[str, float], int], t0: float,
+                  val_data: FeatureSet | None, eval_pairs: list[tuple[str, str]] | None,
+                  evaluators: Mapping[str, Evaluator] | None) -> tuple[dict[str, float], dict[str, float] | None]:
+    """The epoch's log record (loss, lr, temperature, validation and evaluator metrics) and val metrics."""
+    model = run.model
+    model.eval()
+    run.loss_fn.eval()
+    epoch_loss, parts_sum, n_batches = sums
+    record = {"epoch": epoch, "step": run.step, "train_loss": epoch_loss / max(1, n_batches),
+              "lr": run.optimizer.param_groups[0]["lr"], "temperature": float(1 / model.logit_scale.detach().exp()),
+              "seconds": time.perf_counter() - t0}
+    record.update({f"train_{k}": v / max(1, n_batches) for k, v in parts_sum.items()})
+    metrics = None
+    if val_data is not None:
+        metrics = evaluate_features(model, val_data, eval_pairs)
+        record.update({f"val_{k}": v for k, v in metrics.items() if not k.startswith("n_")})
+    for name, evaluator in (evaluators or {}).items():
+        with torch.no_grad():
+            record.update({f"{name}_{k}": float(v) for k, v in evaluator(model).items() if not k.startswith("n_")})
+    return record, metrics
+
+
 def train(
-    model: Any, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
+    model: TrainableTowers, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
     evaluators: Mapping[str, Evaluator] | None = None, parallel: BatchParallel | None = None,
 ) -> TrainResult:
@@ -196,84 +311,15 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    gen = seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
-    model.to(device)
-    loss_fn = create_loss(cfg.loss, **cfg.loss_options).to(device)
-    feats = {m: x.to(device) for m, x in train_data.features.items()}
-    groups = {m: g.to(device) for m, g in train_data.groups.items()}
-    sampler = _make_sampler(train_data, cfg, loss_fn, gen)
-    n_groups = len(sampler)
-    if n_groups < 2:
-        raise ConfigError(f"need at least 2 training groups with items in every modality, got {n_groups}")
-    batch = min(cfg.batch_size, n_groups)
-    steps_per_epoch = math.ceil(n_groups / batch)
-    total_steps = cfg.epochs * steps_per_epoch
-    frozen = _frozen(model, cfg)
-    for m, proj in model.projectors.items():
-        if m in frozen:
-            proj.requires_grad_(False)  # a frozen tower: its statistics and weights stay as they are
-        else:
-            fit_input_statistics(proj, statistics_input(feats[m]))  # a sample when streamed
+    run = _prepare(model, train_data, cfg, parallel)
     eval_pairs = default_eval_pairs(cfg, val_data.modalities) if val_data is not None else None
-    init_temperature = cfg.init_temperature if cfg.init_temperature is not None else loss_fn.default_temperature
-    with torch.no_grad():
-        model.logit_scale.fill_(log_temperature(init_temperature))
-    model.logit_scale.requires_grad_(cfg.learn_temperature)
-    optimizer = torch.optim.AdamW(_param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.98), eps=1e-6, foreach=True)
-    max_scale = math.log(cfg.max_logit_scale)
-
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state, best_metrics = -math.inf, -1, None, {}
-    step, t0, stale = 0, time.perf_counter(), 0
+    t0, stale = time.perf_counter(), 0
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress or None, leave=False)
     for epoch in bar:
-        model.train()
-        for m in frozen:
-            model.projectors[m].eval()  # no dropout: frozen towers give the same embeddings as at inference
-        loss_fn.train()
-        epoch_loss, n_batches, parts_sum = 0.0, 0, {}
-        for i, rows in enumerate(iter_batches(sampler, batch)):
-            if n_groups - i * batch < 2:
-                continue  # a last batch of one group has no negatives
-            if parallel is not None:
-                rows = parallel.shard(rows)  # this process's part of the global batch
-            idx = {m: r.to(device) for m, r in rows.items()}
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, cfg)
-            x = {m: feats[m][r] for m, r in idx.items()}  # (b_m, d_m) frozen features
-            emb = {m: model.projectors[m](xm) for m, xm in x.items()}  # (b_m, embed_dim) each
-            g = {m: groups[m][r] for m, r in idx.items()}
-            if parallel is not None:
-                emb, x, g = parallel.gather(emb, x, g)  # the global batch, gradients flowing back to each shard
-            inputs = LossInputs(emb, x, g, epoch=epoch + i / steps_per_epoch)
-            loss = loss_fn(inputs, model.logit_scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if parallel is not None:
-                parallel.sync_gradients([p for group in optimizer.param_groups for p in group["params"]])
-            optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, max_scale)
-            epoch_loss += loss.item()
-            for k, v in inputs.parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
-            n_batches += 1
-            step += 1
-        model.eval()
-        loss_fn.eval()
-        record = {"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, n_batches),
-                  "lr": optimizer.param_groups[0]["lr"], "temperature": float(1 / model.logit_scale.detach().exp()),
-                  "seconds": time.perf_counter() - t0}
-        record.update({f"train_{k}": v / max(1, n_batches) for k, v in parts_sum.items()})
-        metrics = None
-        if val_data is not None:
-            metrics = evaluate_features(model, val_data, eval_pairs)
-            record.update({f"val_{k}": v for k, v in metrics.items() if not k.startswith("n_")})
-        for name, evaluator in (evaluators or {}).items():
-            with torch.no_grad():
-                record.update({f"{name}_{k}": float(v) for k, v in evaluator(model).items() if not k.startswith("n_")})
+        sums = _train_epoch(run, epoch)
+        record, metrics = _epoch_record(run, epoch, sums, t0, val_data, eval_pairs, evaluators)
         score = _monitor_score(cfg, record, metrics)
         history.append(record)
         if on_epoch is not None:
@@ -293,9 +339,9 @@ def train(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    for m in frozen:
+    for m in run.frozen:
         model.projectors[m].requires_grad_(True)  # frozen for this run only
     model.eval()
     seconds = time.perf_counter() - t0
-    return TrainResult(history, best_epoch, best_metrics, seconds, step,
-                       pairs_per_second=step * batch / max(seconds, 1e-9))
+    return TrainResult(history, best_epoch, best_metrics, seconds, run.step,
+                       pairs_per_second=run.step * run.batch / max(seconds, 1e-9))

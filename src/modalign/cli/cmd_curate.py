@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "curate", help="pick a concept-balanced, de-duplicated subset of image-caption pairs",
+        "curate", help=summary("curate"),
         description="Assign each pair of the pool to a concept (the concept whose prompt 'a photo of a {c}.' "
                     "its captions are closest to, with the text encoder; an aligned --model adds its image's "
                     "vote), drop near-duplicate images/captions, and spend the --budget evenly over the concepts. "
@@ -71,10 +72,10 @@ def gather_concepts(sources: list[str], dataset, n_mine: int, min_count: int) ->
 def run(args: argparse.Namespace) -> int:
     from modalign.curate.plots import plot_coverage
     from modalign.curate.run import CurateConfig, curate, write_pairs
-    from modalign.data.registry import load_dataset
+    from modalign.data.registry import load_pairs_dataset
 
     columns = {"image_col": args.image_col, "caption_col": args.caption_col}
-    dataset = load_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
+    dataset = load_pairs_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
     concepts = gather_concepts(args.concepts, dataset, args.mine, args.min_count)
     cfg = CurateConfig(budget=args.budget, text_encoder=args.text_encoder, image_encoder=args.image_encoder,
                        prompt=args.prompt, dedup_threshold=None if args.dedup >= 1 else args.dedup,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table, write_json
 
 COLUMNS = ["model", "modality_gap", "alignment", "uniformity_image", "uniformity_text", "matched_mean",
@@ -13,7 +14,7 @@ COLUMNS = ["model", "modality_gap", "alignment", "uniformity_image", "uniformity
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "diagnose", help="diagnose a saved model's embedding space (gap, alignment, uniformity, confusion)",
+        "diagnose", help=summary("diagnose"),
         description="Project image-caption pairs with a saved model (and the baselines saved beside it) and "
                     "report the modality gap (distance between the modality centroids), alignment and "
                     "uniformity (Wang & Isola 2020), matched vs unmatched pair similarities (histogram PNG) "
@@ -37,25 +38,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from modalign.cli.cmd_eval import _models, _split_groups, _templates
-    from modalign.data.registry import load_dataset
-    from modalign.evaluate.diagnostics import diagnose_pairs, diagnose_zeroshot
+    from modalign.cli.loading import load_run_models, read_templates, split_groups
+    from modalign.data.registry import load_labelled_dataset, load_pairs_dataset
+    from modalign.workflows.diagnose import diagnose_pairs, diagnose_zeroshot
 
     out = args.out or args.model / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
     store = open_store(args)
-    models = _models(args)
-    dataset = load_dataset(args.pairs)
-    groups = _split_groups(args, dataset)
+    models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
+    dataset = load_pairs_dataset(args.pairs)
+    groups = split_groups(args.model, args.split, dataset)
     flat, files = diagnose_pairs(models, dataset, store, groups, out_dir=out, progress=not args.quiet)
     if args.images:
-        labelled = load_dataset(args.images)
+        labelled = load_labelled_dataset(args.images)
         rows = None
         if groups is not None:
             names = {dataset.group_names[g] for g in groups}
             hit = np.array([i for i, item_id in enumerate(labelled.column.ids) if item_id in names], dtype=np.int64)
             rows = hit if len(hit) else None
-        report = diagnose_zeroshot(models["model"], labelled, store, _templates(args.templates), rows=rows,
+        report = diagnose_zeroshot(models["model"], labelled, store, read_templates(args.templates), rows=rows,
                                    out_dir=out, progress=not args.quiet)
         flat["zeroshot_acc1"] = report["acc1"]
         files.update({"confusion": str(out / "confusion.png"), "confusion_json": str(out / "confusion.json")})

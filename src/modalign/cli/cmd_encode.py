@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "encode", help="encode a data set into the embedding store (cached, resumable)",
+        "encode", help=summary("encode"),
         description="Encode one column of a data set with an encoder, at one or several layers, into the "
                     "embedding store. Reruns reuse what is there; an interrupted run resumes. Corrupt or "
                     "missing items are skipped and counted.")
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from modalign.data.registry import load_dataset
     from modalign.encoders import create_encoder
-    from modalign.pipeline import column_for
+    from modalign.features.pipeline import column_for
 
     encoder = create_encoder(args.encoder, device=args.device)
     dataset = load_dataset(args.data)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from modalign.cli.commands import summary
 from modalign.cli.common import print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encoders", help="list available encoders, or show one encoder's layers",
+    p = sub.add_parser("encoders", help=summary("encoders"),
                        description="List named encoders and spec backends (st:, hf:, timm:, onnx: ...). "
                                    "With --show SPEC, load that encoder and print its layers and dims.")
     p.add_argument("pattern", nargs="?", default="*", help="glob on the name, e.g. 'effnet*' (default: all)")

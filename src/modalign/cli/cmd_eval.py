@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table, write_json
-from modalign.errors import ConfigError
+from modalign.cli.loading import load_run_models, read_templates, split_groups
 
 RETRIEVAL_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5",
                      "image_retrieval_recall@10", "text_retrieval_recall@1", "text_retrieval_recall@5",
@@ -18,7 +16,7 @@ ZEROSHOT_COLUMNS = ["method", "acc1", "acc5", "mean_per_class_recall"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a saved model: retrieval or zero-shot classification")
+    p = sub.add_parser("eval", help=summary("eval"))
     evsub = p.add_subparsers(dest="eval_task", metavar="TASK", required=True)
 
     r = evsub.add_parser("retrieval", help="image<->text recall@1/5/10 on image-caption pairs",
@@ -52,57 +50,30 @@ def _common_eval(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
-def _models(args: argparse.Namespace) -> dict:
-    from modalign.evaluate.runner import share_encoders
-    from modalign.model import AlignedModel
-
-    models = {"model": AlignedModel.from_pretrained(args.model, device=args.device)}
-    base_dir = args.model / "baselines"
-    if not args.no_baselines and base_dir.is_dir():
-        for d in sorted(base_dir.iterdir()):
-            if (d / "config.json").is_file():
-                models[d.name] = AlignedModel.from_pretrained(d, device=args.device)
-    share_encoders(list(models.values()))
-    return models
-
-
-def _split_groups(args: argparse.Namespace, dataset) -> np.ndarray | None:
-    if args.split == "all":
-        return None
-    split_file = args.model / "split.json"
-    if not split_file.is_file():
-        raise ConfigError(f"--split {args.split} needs {split_file} (written by `modalign train`)")
-    names = set(json.loads(split_file.read_text())[args.split])
-    groups = np.array([i for i, n in enumerate(dataset.group_names) if n in names], dtype=np.int64)
-    if len(groups) == 0:
-        raise ConfigError(f"none of the {args.split} items of {split_file} are in this data set: is it the "
-                         "same pairs file the model was trained on?")
-    return groups
-
-
 def run(args: argparse.Namespace) -> int:
-    from modalign.data.registry import load_dataset
-    from modalign.evaluate.runner import evaluate_retrieval, evaluate_zeroshot
+    from modalign.data.registry import load_labelled_dataset, load_pairs_dataset
+    from modalign.workflows.evaluate import evaluate_retrieval, evaluate_zeroshot
 
     store = open_store(args)
-    models = _models(args)
     results = {}
     if args.eval_task == "retrieval":
-        dataset = load_dataset(args.pairs)
-        groups = _split_groups(args, dataset)
+        dataset = load_pairs_dataset(args.pairs)  # the data first: a wrong kind of data set fails fast
+        groups = split_groups(args.model, args.split, dataset)
+        models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
         for name, model in models.items():
             results[name] = evaluate_retrieval(model, dataset, store, groups, batch_size=args.batch_size,
                                                progress=not args.quiet)
         columns, title = RETRIEVAL_COLUMNS, f"retrieval on {args.pairs} ({args.split})"
     else:
-        dataset = load_dataset(args.images)
+        labelled = load_labelled_dataset(args.images)
+        models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
         if args.limit:
-            dataset = dataset.subset(per_class=max(1, args.limit // len(dataset.classnames)))
-        templates = _templates(args.templates)
+            labelled = labelled.subset(per_class=max(1, args.limit // len(labelled.classnames)))
+        templates = read_templates(args.templates)
         for name, model in models.items():
-            results[name] = evaluate_zeroshot(model, dataset, store, templates, batch_size=args.batch_size,
+            results[name] = evaluate_zeroshot(model, labelled, store, templates, batch_size=args.batch_size,
                                               progress=not args.quiet)
-        columns, title = ZEROSHOT_COLUMNS, f"zero-shot on {args.images} ({len(dataset.classnames)} classes)"
+        columns, title = ZEROSHOT_COLUMNS, f"zero-shot on {args.images} ({len(labelled.classnames)} classes)"
     print_table([{"method": n, **m} for n, m in results.items()], columns, title=title)
     flat = dict(results["model"])
     for name, metrics in results.items():
@@ -110,10 +81,3 @@ def run(args: argparse.Namespace) -> int:
             flat.update({f"{name}/{k}": v for k, v in metrics.items()})
     write_json(args.json, flat)
     return 0
-
-
-def _templates(value: str):
-    path = Path(value)
-    if path.suffix == ".json" and path.is_file():
-        return json.loads(path.read_text())
-    return value

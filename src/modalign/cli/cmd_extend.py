@@ -6,13 +6,15 @@ import argparse
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "extend", help="add a modality (e.g. audio) to an aligned model, leaving its towers untouched",
+        "extend", help=summary("extend"),
         description="Progressive alignment: encode the new modality's column (cached in the store), freeze "
                     "the model's towers and train only a projector for the new modality against the frozen "
                     "embeddings of the anchor modalities. Writes a model folder with one more tower; the "
@@ -38,19 +40,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modalign.align.progressive import ExtendConfig, align_new_modality, split_by_names
-    from modalign.data.registry import load_dataset
+    from modalign.data.registry import load_pairs_dataset
     from modalign.model import AlignedModel
+    from modalign.utils.config import load_config, merge_dicts
+    from modalign.workflows.extend import ExtendConfig, align_new_modality, split_by_names
 
-    cfg = ExtendConfig.from_dict(tomllib.loads(args.config.read_text()) if args.config else {})
+    raw = tomllib.loads(args.config.read_text()) if args.config else {}
+    flags: dict[str, Any] = {"train": {f: getattr(args, f) for f in ("epochs", "seed", "loss")
+                                       if getattr(args, f) is not None}}
     if args.layer:
-        cfg.layer = args.layer
-    for flag in ("epochs", "seed", "loss"):
-        if getattr(args, flag) is not None:
-            setattr(cfg.train, flag, getattr(args, flag))
-    cfg.device = cfg.train.device = args.device
+        flags["layer"] = args.layer
+    flags["device"] = flags["train"]["device"] = args.device
+    cfg = load_config(ExtendConfig, merge_dicts(raw, flags), what="extend")
     model = AlignedModel.from_pretrained(args.run_dir, device=args.device)
-    dataset = load_dataset(args.pairs)
+    dataset = load_pairs_dataset(args.pairs)
     split = None
     split_file = args.run_dir / "split.json"
     if split_file.is_file():

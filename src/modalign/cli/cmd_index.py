@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, dumps, open_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="build and maintain a search index (FAISS + SQLite metadata)")
+    p = sub.add_parser("index", help=summary("index"))
     isub = p.add_subparsers(dest="index_task", metavar="TASK", required=True)
 
     b = isub.add_parser("build", help="embed a collection and write a new index folder",
@@ -100,14 +101,14 @@ def _info(args: argparse.Namespace) -> int:
 def _upgrade(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from modalign.data.registry import load_dataset
+    from modalign.data.registry import load_pairs_dataset
     from modalign.encoders.registry import create_encoder
     from modalign.errors import ConfigError
     from modalign.model import AlignedModel
-    from modalign.search.compat import CompatConfig, train_compat
+    from modalign.workflows.upgrade import CompatConfig, train_compat
 
     old = AlignedModel.from_pretrained(args.old, device=args.device)
-    data = load_dataset(args.pairs)
+    data = load_pairs_dataset(args.pairs)
     split_file = args.old / "split.json"
     if split_file.is_file():
         names = set(json.loads(split_file.read_text())["train"])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "quickstart", help="align EfficientNet-Lite0 and MiniLM on Tux Paint and report (runs offline)",
+        "quickstart", help=summary("quickstart"),
         description="Encode the Tux Paint stamps (image + caption) with EfficientNet-Lite0 and MiniLM-L6 "
                     "(packaged weights, no internet), train MLP projectors on a train split, and report "
                     "held-out retrieval and zero-shot classification (Tux categories, Fashion-MNIST) "
@@ -28,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modalign.fit import FitConfig
-    from modalign.quickstart import QuickstartConfig, run_quickstart
     from modalign.report.quickstart_report import COLUMNS
+    from modalign.workflows.fit import FitConfig
+    from modalign.workflows.quickstart import QuickstartConfig, run_quickstart
 
     fit_cfg = FitConfig(encoders={"image": args.image_encoder, "text": args.text_encoder}, device=args.device)
     fit_cfg.train.seed = args.seed

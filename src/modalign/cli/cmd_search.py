@@ -6,11 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, print_table
+from modalign.cli.loading import reranker_for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="query a search index with text or an image",
+    p = sub.add_parser("search", help=summary("search"),
                        description="Embed the query with the index's model (or a compatible --model) and "
                                    "print the k nearest items with cosine scores.")
     p.add_argument("index", type=Path)
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     index.check_model(model_dir)
     model = AlignedModel.from_pretrained(model_dir, device=args.device)
     vec = (model.encode_image([args.image]) if args.image else model.encode_text([args.query])).cpu().numpy()
-    rerank = _reranker(index, model, args.invgc)
+    rerank = reranker_for(index, model, args.invgc)
     hits = index.search(vec, args.k, rerank=rerank)[0]
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
@@ -50,17 +52,3 @@ def run(args: argparse.Namespace) -> int:
                 for i, h in enumerate(hits)]
         print_table(rows, ["rank", "score", "key", "caption"], title=f"top {args.k} in {args.index}")
     return 0
-
-
-def _reranker(index, model, mode: str):
-    if mode == "off":
-        return None
-    from modalign.search.invgc import InvGCConfig, InvGCReranker
-
-    # LocalAdj: the best validation setting on Tux Paint (benchmarks/bench_index.py invgc). Plain InvGC
-    # showed no validation gain there (best r = 0), so a mild setting that changed little is the default
-    cfg = InvGCConfig(1.0, 1.0, 0) if mode == "invgc" else InvGCConfig(0.0, 0.2, 50)
-    saved = InvGCReranker.load(index.folder)
-    if saved is not None and saved.config == cfg:
-        return saved
-    return InvGCReranker.for_index(index, model, cfg)

@@ -6,6 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table, write_json
 
 SHORT = {"mutual_knn": "mkNN", "cknna": "CKNNA", "unbiased_cka": "CKA-u", "linear_cka": "CKA"}
@@ -13,7 +14,7 @@ SHORT = {"mutual_knn": "mkNN", "cknna": "CKNNA", "unbiased_cka": "CKA-u", "linea
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "select", help="rank image/text encoders and layers by how similar their representations are",
+        "select", help=summary("select"),
         description="Encode a probe set of pairs (one image + one caption per group, cached in the store) with "
                     "every candidate encoder at every requested layer, score each (image encoder, layer) x "
                     "(text encoder, layer) pairing with CKA, unbiased CKA, mutual k-NN and CKNNA, and rank them. "
@@ -63,7 +64,7 @@ def _file_name(a: str, b: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modalign.data.registry import load_dataset
+    from modalign.data.registry import load_pairs_dataset
     from modalign.select.plots import plot_layer_heatmaps
     from modalign.select.ranking import DEFAULT_METRICS, SelectConfig, run_selection
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                        layers=parse_layers(args.layers), layer_step=args.layer_step, metrics=metrics,
                        rank_by=args.metric, k=args.k, n=args.n, seed=args.seed)
     columns = {"image_col": args.image_col, "caption_col": args.caption_col}
-    dataset = load_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
+    dataset = load_pairs_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
     result = run_selection(dataset, cfg, open_store(args), device=args.device, progress=not args.quiet)
 
     args.out.mkdir(parents=True, exist_ok=True)

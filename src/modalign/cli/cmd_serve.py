@@ -7,13 +7,14 @@ import logging
 import os
 from pathlib import Path
 
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common
 
 logger = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve an index over HTTP (JSON API + a web page at /)",
+    p = sub.add_parser("serve", help=summary("serve"),
                        description="Routes: GET /health, GET /ready, POST /search/text, POST /search/image, "
                                    "POST /embed/text, POST /embed/image, GET /items/{id}/image, GET /. "
                                    "All but /health and / need the API key (--api-key or $MODALIGN_API_KEY) "
@@ -37,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from modalign.cli.cmd_search import _reranker
+    from modalign.cli.loading import reranker_for
     from modalign.errors import ConfigError
     from modalign.model import AlignedModel
     from modalign.search.index import SearchIndex
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = ServiceConfig(api_key=key, no_auth=args.no_auth, max_request_bytes=int(args.max_request_mb * 2**20),
                         max_batch=args.max_batch, max_text_chars=args.max_text_chars,
                         max_image_pixels=args.max_image_pixels, timeout_s=args.timeout)
-    app = create_app(index, model, cfg, reranker=_reranker(index, model, args.invgc))
+    app = create_app(index, model, cfg, reranker=reranker_for(index, model, args.invgc))
     logger.info("serving %s (%d %s items) on http://%s:%d/", args.index, len(index), index.info.modality,
                 args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

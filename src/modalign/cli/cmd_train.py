@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from modalign.align.methods import list_methods
+from modalign.cli.commands import summary
 from modalign.cli.common import add_common, open_store, print_table
+
+if TYPE_CHECKING:
+    from modalign.workflows.fit import FitConfig
 
 RESULT_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
                   "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10"]
@@ -15,7 +19,7 @@ RESULT_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train projectors that align an image and a text encoder on image-caption pairs",
+        "train", help=summary("train"),
         description="Encode the pairs with both frozen encoders (cached in the store), split them by image "
                     "into train/val/test, train projectors with symmetric InfoNCE, fit ridge and Procrustes "
                     "baselines on the same features, and write a run folder that `AlignedModel."
@@ -40,7 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--layer-mix", action="append", metavar="[MODALITY=]MODE",
                    help="with several layers: 'concat' them, or a learned softmax-weighted 'mean' (layers of "
                         "equal width); 'text=mean' sets one modality (default: concat)")
-    g.add_argument("--method", help="alignment method (default: mlp): " + ", ".join(list_methods()))
+    g.add_argument("--method", help="a registered alignment method (default: mlp; `modalign methods` lists them)")
+    g.add_argument("--loss", help="training loss of trained methods (default: infonce; also sigmoid, structure, "
+                                  "multi-positive)")
     g.add_argument("--out-dim", type=int, help="shared embedding width (default: 512)")
     g.add_argument("--hidden-dim", type=int, help="MLP hidden width (default: 1024)")
     g.add_argument("--depth", type=int, help="MLP linear layers (default: 2)")
@@ -57,51 +63,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def build_config(args: argparse.Namespace):
-    from modalign.fit import FitConfig
-    from modalign.layermix import normalize_layer_spec
-    from modalign.recipes import load_recipe, merge_config
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a user gave, as a FitConfig override table (same loader and checks as a config file)."""
+    from modalign.utils.layer_spec import normalize_layer_spec
 
-    raw = load_recipe(args.recipe) if args.recipe else {}
-    raw = merge_config(raw, tomllib.loads(args.config.read_text())) if args.config else raw
-    cfg = FitConfig.from_dict(raw)
-    if args.image_encoder:
-        cfg.encoders["image"] = args.image_encoder
-    if args.text_encoder:
-        cfg.encoders["text"] = args.text_encoder
+    fit: dict[str, Any] = {"encoders": {}, "layers": {}, "layer_mix": {}, "train": {"projector": {}}}
+    for modality, spec in (("image", args.image_encoder), ("text", args.text_encoder)):
+        if spec:
+            fit["encoders"][modality] = spec
     for modality, given in (("image", args.image_layer), ("text", args.text_layer)):
         if given:
-            cfg.layers[modality] = normalize_layer_spec([n for g in given for n in g.split(",")])
+            fit["layers"][modality] = normalize_layer_spec([n for g in given for n in g.split(",")])
     for value in args.layer_mix or []:
         modality, _, mode = value.rpartition("=")
-        for m in [modality] if modality else [m for m, layer in cfg.layers.items() if not isinstance(layer, str)]:
-            cfg.layer_mix[m] = mode
-    for flag, attr in [("method", "method"), ("split_seed", "split_seed")]:
-        if getattr(args, flag) is not None:
-            setattr(cfg, attr, getattr(args, flag))
-    for flag in ("epochs", "batch_size", "lr", "patience", "seed"):
-        if getattr(args, flag) is not None:
-            setattr(cfg.train, flag, getattr(args, flag))
-    for flag in ("out_dim", "hidden_dim", "depth", "dropout"):
-        if getattr(args, flag) is not None:
-            setattr(cfg.train.projector, flag, getattr(args, flag))
+        several = [m for m, layer in fit["layers"].items() if not isinstance(layer, str)]
+        for m in [modality] if modality else several or ["image", "text"]:
+            fit["layer_mix"][m] = mode
+    for table, flags in ((fit, ("method", "split_seed")),
+                         (fit["train"], ("epochs", "batch_size", "lr", "patience", "seed", "loss")),
+                         (fit["train"]["projector"], ("out_dim", "hidden_dim", "depth", "dropout"))):
+        table.update({f: getattr(args, f) for f in flags if getattr(args, f) is not None})
     if args.no_baselines:
-        cfg.baselines = []
+        fit["baselines"] = []
     if args.fp16_store:
-        cfg.store_dtype = "float16"
-    cfg.device = args.device
-    cfg.train.device = args.device
-    return cfg
+        fit["store_dtype"] = "float16"
+    fit["device"] = fit["train"]["device"] = args.device
+    return fit
+
+
+def build_config(args: argparse.Namespace) -> FitConfig:
+    """Built-in defaults, then the recipe, then --config, then the flags: one loader for all of them."""
+    from modalign.recipes import load_recipe
+    from modalign.utils.config import load_config, merge_dicts
+    from modalign.workflows.fit import FitConfig
+
+    raw = load_recipe(args.recipe) if args.recipe else {}
+    raw = merge_dicts(raw, tomllib.loads(args.config.read_text())) if args.config else raw
+    return load_config(FitConfig, merge_dicts(raw, flag_overrides(args)), what="fit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from modalign.data.registry import load_dataset
-    from modalign.fit import fit
+    from modalign.data.registry import load_pairs_dataset
+    from modalign.workflows.fit import fit
 
     cfg = build_config(args)
     columns = {"image_col": args.image_col, "caption_col": args.caption_col}
     # only pass column names that were changed: named data sets (tuxpaint) take no such options
-    dataset = load_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
+    dataset = load_pairs_dataset(args.pairs, **{k: v for k, v in columns.items() if v not in ("image", "caption")})
     result = fit(dataset, cfg, args.out, open_store(args), progress=not args.quiet)
     rows = [{"method": m, **metrics} for m, metrics in result.results.items()]
     print_table(rows, RESULT_COLUMNS, title=f"held-out retrieval ({dataset.name}, test split)")

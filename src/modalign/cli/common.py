@@ -5,16 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_HOME = Path(os.environ.get("MODALIGN_HOME", Path.home() / ".cache" / "modalign"))
-
-
-def default_store() -> Path:
-    return Path(os.environ.get("MODALIGN_STORE", DEFAULT_HOME / "store"))
+from modalign.utils.paths import default_store, user_path
 
 
 def setup_logging(verbosity: int) -> None:
@@ -46,7 +41,7 @@ def add_common(p: argparse.ArgumentParser, store: bool = True, device: bool = Tr
 def open_store(args: argparse.Namespace):
     from modalign.store import EmbeddingStore
 
-    return EmbeddingStore(args.store or default_store())
+    return EmbeddingStore(user_path(args.store) if args.store else default_store())
 
 
 def short_name(metric: str) -> str:

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from modalign import __version__
-from modalign.cli import (
-    cmd_curate,
-    cmd_diagnose,
-    cmd_encode,
-    cmd_encoders,
-    cmd_eval,
-    cmd_extend,
-    cmd_index,
-    cmd_quickstart,
-    cmd_search,
-    cmd_select,
-    cmd_serve,
-    cmd_train,
-)
+from modalign.cli.commands import COMMANDS
 from modalign.cli.common import setup_logging
 from modalign.errors import ModalignError
-
-COMMANDS = [cmd_quickstart, cmd_encoders, cmd_encode, cmd_train, cmd_eval]
-COMMANDS += [cmd_select, cmd_curate]
-COMMANDS += [cmd_diagnose]
-COMMANDS += [cmd_extend]
-COMMANDS += [cmd_index, cmd_search, cmd_serve]  # search: modalign.search
 
 DESCRIPTION = """\
 modalign aligns frozen unimodal encoders (an image model, a text model) into one CLIP-like
@@ -45,18 +27,25 @@ Typical flow:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser of the command named in `argv`; every other command gets only its summary line,
+    so that nothing but the chosen command's module is imported (argv None: every command, fully)."""
     parser = argparse.ArgumentParser(prog="modalign", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"modalign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS:
-        module.add_parser(sub)
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, (module, summary) in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

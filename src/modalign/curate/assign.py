@@ -11,12 +11,15 @@ Every vector comes from the embedding store.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalign.data.column import AlignedDataset, Column
-from modalign.pipeline import encode_column, select_rows
+from modalign.features.pipeline import encode_column, select_rows
+
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
 
 
 def prompt_column(concepts: Sequence[str], prompt: str) -> Column:
@@ -49,7 +52,7 @@ def group_vectors(dataset: AlignedDataset, entry: Any, modality: str, groups: np
     return _unit(sums), counts > 0
 
 
-def prompt_vectors(store: Any, concepts: Sequence[str], prompt: str, encoder: Any, layer: str | list[str],
+def prompt_vectors(store: EmbeddingStore, concepts: Sequence[str], prompt: str, encoder: Any, layer: str | list[str],
                    transform: Any = None) -> np.ndarray:
     """(C, d) normalised prompt vectors of the concepts, through the store."""
     entry = encode_column(store, prompt_column(concepts, prompt), encoder, layer, progress=False)

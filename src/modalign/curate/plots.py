@@ -9,11 +9,10 @@ from typing import Any
 
 def plot_coverage(coverage: Sequence[dict[str, Any]], path: str | Path, title: str = "", max_concepts: int = 60) -> Path:
     """Horizontal bars, one row per concept (the `max_concepts` largest in the pool): pool vs chosen."""
-    from modalign.report.plots import _pyplot
 
-    plt = _pyplot()
+    from modalign.utils.figures import new_figure
     rows = sorted(coverage, key=lambda r: (-r["pool"], r["concept"]))[:max_concepts][::-1]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(rows) + 1.2)))
+    fig, ax = new_figure(figsize=(7, max(2.5, 0.22 * len(rows) + 1.2)))
     ys = range(len(rows))
     ax.barh([y + 0.2 for y in ys], [r["pool"] for r in rows], 0.4, label="pool", color="#c7c7c7")
     ax.barh([y - 0.2 for y in ys], [r["chosen"] for r in rows], 0.4, label="chosen", color="#1f77b4")
@@ -23,5 +22,4 @@ def plot_coverage(coverage: Sequence[dict[str, Any]], path: str | Path, title: s
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

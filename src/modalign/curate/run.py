@@ -22,7 +22,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,8 +31,12 @@ from modalign.curate.dedup import near_duplicates
 from modalign.curate.sampling import balanced_sample
 from modalign.data.column import AlignedDataset
 from modalign.errors import ConfigError
-from modalign.pipeline import encode_column
+from modalign.features.pipeline import encode_column
 from modalign.utils.io import atomic_write
+
+if TYPE_CHECKING:
+    from modalign.model import AlignedModel
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +118,8 @@ def concept_balance(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / np.log(len(p)))
 
 
-def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, store: Any,
-           groups: np.ndarray | None = None, model: Any = None, progress: bool = True) -> CurationResult:
+def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, store: EmbeddingStore,
+           groups: np.ndarray | None = None, model: AlignedModel | None = None, progress: bool = True) -> CurationResult:
     """Chooses at most `config.budget` groups of `groups` (default: all) covering `concepts` evenly."""
     from modalign.encoders.registry import create_encoder
 
@@ -167,8 +171,8 @@ def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, s
     return result
 
 
-def _model_image_similarity(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, store: Any,
-                            pool: np.ndarray, model: Any, progress: bool) -> np.ndarray | None:
+def _model_image_similarity(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, store: EmbeddingStore,
+                            pool: np.ndarray, model: AlignedModel | None, progress: bool) -> np.ndarray | None:
     """(P, C) image-prompt cosine in an aligned model's shared space, or None without a model."""
     if model is None:
         return None
@@ -199,7 +203,7 @@ def write_pairs(dataset: AlignedDataset, result: CurationResult, path: str | Pat
     images, texts = dataset.column("image"), dataset.column("text")
     image_of: dict[int, Any] = {}
     for row in np.flatnonzero(np.isin(images.groups, result.chosen_groups)):
-        image_of.setdefault(int(images.groups[row]), images.items[row])
+        image_of.setdefault(int(images.groups[row]), images.items[int(row)])
     position = {int(g): i for i, g in enumerate(result.groups)}
     records = []
     for row in np.flatnonzero(np.isin(texts.groups, result.chosen_groups)):
@@ -209,7 +213,7 @@ def write_pairs(dataset: AlignedDataset, result: CurationResult, path: str | Pat
             raise ConfigError(f"group {dataset.group_names[g]!r} has no image file to write (in-memory images "
                               f"cannot go into a pairs file)")
         p = position[g]
-        records.append({"image": str(Path(item).resolve()), "caption": texts.items[row],
+        records.append({"image": str(Path(item).resolve()), "caption": texts.items[int(row)],
                         "concept": result.concepts[result.assignment[p]],
                         "similarity": round(float(result.similarity[p]), 4), "group": dataset.group_names[g]})
     def write(f: Any) -> None:

@@ -15,7 +15,6 @@ Option values are parsed as int, float, true/false or left as text; keyword argu
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import inspect
 import logging
@@ -27,6 +26,7 @@ from urllib.parse import parse_qsl
 
 from modalign.data.column import AlignedDataset, LabelledDataset
 from modalign.errors import ConfigError
+from modalign.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class DatasetEntry:
     qualifier: str | None = None  # "NAME:VALUE" passes VALUE as this loader option (iconify:mdi -> sets="mdi")
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
-_BUILTINS_LOADED = False
+# the built-in data sets register themselves in modalign.data.builtin, imported on first lookup
+DATASETS: Registry[DatasetEntry] = Registry("data set", plugins=["modalign.data.builtin"])
 
 
 def register_dataset(name: str, loader: DatasetLoader, kind: DatasetKind = "pairs", description: str = "",
@@ -57,41 +57,12 @@ def register_dataset(name: str, loader: DatasetLoader, kind: DatasetKind = "pair
         raise ConfigError(f"data set kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not name or "?" in name or name.startswith("hf:"):
         raise ConfigError(f"bad data set name {name!r}: it must be non-empty, without '?' and not start with 'hf:'")
-    if name in _REGISTRY:
-        logger.warning("data set %r registered twice; the later registration wins", name)
-    _REGISTRY[name] = DatasetEntry(name, loader, kind, description, qualifier)
+    DATASETS.register(name, DatasetEntry(name, loader, kind, description, qualifier), description=description)
 
 
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from modalign.data.fashion_mnist import load_fashion_mnist
-    from modalign.data.tuxpaint import load_tuxpaint, load_tuxpaint_categories
-
-    register_dataset("tuxpaint", load_tuxpaint, "pairs",
-                     "Tux Paint stamps: ~540 PNG images with a caption each, 15 categories (apt: tuxpaint-stamps-default)")
-    register_dataset("tuxpaint-sounds", functools.partial(load_tuxpaint, with_sounds=True), "pairs",
-                     "Tux Paint stamps with an audio column (the ~100 stamps with an .ogg sound)")
-    register_dataset("tuxpaint-categories", load_tuxpaint_categories, "labelled",
-                     "Tux Paint stamp images labelled by category, for zero-shot classification")
-    for split in ("test", "train"):
-        loader = functools.partial(load_fashion_mnist, split=split)
-        n = "10,000" if split == "test" else "60,000"
-        register_dataset(f"fashion-mnist:{split}", loader, "labelled",
-                         f"Fashion-MNIST {split} split: {n} 28x28 grey images, 10 classes (apt: dataset-fashion-mnist)")
-    register_dataset("fashion-mnist", functools.partial(load_fashion_mnist, split="test"), "labelled",
-                     "Fashion-MNIST test split (same as fashion-mnist:test)")
-    from modalign.data.builtin_sets import register_builtin_sets
-
-    register_builtin_sets(register_dataset)
-
-
-def list_datasets(pattern: str = "*") -> list[DatasetEntry]:
-    """Registered data sets whose name matches the glob `pattern`, sorted by name."""
-    _load_builtins()
-    return [e for n, e in sorted(_REGISTRY.items()) if fnmatch.fnmatch(n, pattern)]
+def list_datasets(pattern: str | None = None) -> list[DatasetEntry]:
+    """Registered data sets whose name matches `pattern` (a glob or a substring), sorted by name."""
+    return [DATASETS.get(n) for n in DATASETS.list(pattern)]
 
 
 def _parse_value(text: str) -> Any:
@@ -116,13 +87,12 @@ def parse_dataset_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def resolve_dataset(spec: str) -> tuple[DatasetEntry, dict[str, Any]]:
     """The entry (a registered one, or an ad-hoc one for a path / hf: name) and the options of a spec."""
-    _load_builtins()
     body, options = parse_dataset_spec(spec)
-    if body in _REGISTRY:
-        return _REGISTRY[body], options
+    if body in DATASETS:
+        return DATASETS.get(body), options
     family, _, value = body.partition(":")
-    if value and family in _REGISTRY and _REGISTRY[family].qualifier:
-        return _REGISTRY[family], {_REGISTRY[family].qualifier: value, **options}
+    if value and family in DATASETS and DATASETS.get(family).qualifier:
+        return DATASETS.get(family), {DATASETS.get(family).qualifier: value, **options}
     if body.startswith("hf:"):
         from modalign.data.hf import load_hf_dataset
 
@@ -163,7 +133,7 @@ def _path_entry(spec: str, body: str) -> DatasetEntry:
             return DatasetEntry(body, functools.partial(load_image_folder, path), "labelled", "image folder")
         raise ConfigError(f"{path} is neither a folder of class folders, a folder with one pairs file, nor a "
                           f"saved Hugging Face data set")
-    known = ", ".join(sorted(_REGISTRY))
+    known = ", ".join(DATASETS.list())
     raise ConfigError(
         f"unknown data set {spec!r}: not a registered name ({known}), not an existing file or folder, "
         f"and not 'hf:NAME'"
@@ -180,3 +150,25 @@ def load_dataset(spec: str, **options: Any) -> Dataset:
     except TypeError as e:
         raise ConfigError(f"bad options for data set {spec!r}: {e}; the loader takes {signature}") from e
     return entry.loader(**kwargs)
+
+
+def _kind_hint(spec: str, entry: DatasetEntry, wanted: str) -> str:
+    others = [e.name for e in list_datasets(spec.partition("?")[0].partition(":")[0]) if e.kind == wanted]
+    hint = f"; use {' or '.join(others)}" if others else ""
+    return f"{spec} is a {entry.kind} data set, but this needs a {wanted} one{hint}"
+
+
+def load_pairs_dataset(spec: str, **options: Any) -> AlignedDataset:
+    """load_dataset for commands that need paired items (training, retrieval): a clear error otherwise."""
+    data = load_dataset(spec, **options)
+    if not isinstance(data, AlignedDataset):
+        raise ConfigError(_kind_hint(spec, resolve_dataset(spec)[0], "pairs"))
+    return data
+
+
+def load_labelled_dataset(spec: str, **options: Any) -> LabelledDataset:
+    """load_dataset for commands that need labelled items (zero-shot, few-shot): a clear error otherwise."""
+    data = load_dataset(spec, **options)
+    if not isinstance(data, LabelledDataset):
+        raise ConfigError(_kind_hint(spec, resolve_dataset(spec)[0], "labelled"))
+    return data

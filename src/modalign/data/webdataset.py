@@ -35,6 +35,7 @@ from modalign.data.pairs import caption_values
 from modalign.data.skips import SkipCounter, attach_skips
 from modalign.errors import ConfigError, MissingDataError
 from modalign.utils.hashing import hash_file, hash_json
+from modalign.utils.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ CAPTION_FIELDS = ("caption", "text")
 
 
 def default_cache_dir() -> Path:
-    """$MODALIGN_CACHE/webdataset, or ~/.cache/modalign/webdataset."""
-    env = os.environ.get("MODALIGN_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "modalign") / "webdataset"
+    """<cache home>/webdataset (see modalign.utils.paths)."""
+    return cache_dir("webdataset")
 
 
 def is_url(path: str) -> bool:

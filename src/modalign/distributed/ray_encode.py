@@ -16,9 +16,7 @@ the missing ones. Needs the `ray` extra (pip install "modalign[ray]").
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from modalign.errors import ConfigError
@@ -54,7 +52,7 @@ class _ShardWorker:
     def encode(self, ids: Sequence[str], items: Sequence[Any], layout: Any, pending: list[Any],
                shards: list[int], load_workers: int) -> dict[str, int]:
         """Writes shards `shards` of each pending entry; returns {layer: shards written}."""
-        from modalign.store.pipeline import PendingEntry, encode_shards
+        from modalign.store.encode_plan import PendingEntry, encode_shards
 
         mine = set(shards)
         share = [PendingEntry(p.layer, p.folder, p.digest, p.dim, p.dtype, p.todo & mine) for p in pending]
@@ -81,30 +79,16 @@ def encode_on_ray(store: EmbeddingStore, column: Column, encoder_spec: str,
     Returns {layer: StoredEmbeddings}; each report counts the shards reused and written by this run.
     """
     from modalign.encoders import create_encoder
-    from modalign.store import store as st
-    from modalign.store.key import CacheKey
-    from modalign.store.lock import entry_lock
-    from modalign.store.shards import ShardLayout
 
     ray = _ray()
     if not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError(f"num_workers must be an integer >= 1, got {num_workers!r}")
-    st._check_options(dtype, batch_size, shard_size, load_workers)
     encoder = create_encoder(encoder_spec, device="cpu")  # the driver's copy: keys and layer sizes only
-    st._check_modality(column, encoder)
-    names = list(dict.fromkeys(encoder.resolve_layers(layers)))
-    start = time.perf_counter()
-    requested = ShardLayout(len(column), shard_size, batch_size)
-    keys = {name: CacheKey.for_column(column, encoder, name, dtype) for name in names}
-    with ExitStack() as locks:
-        for folder in sorted({store.path_of(k) for k in keys.values()}):
-            locks.enter_context(entry_lock(folder))  # workers write shards only; the driver owns the entries
-        states = [store._inspect(name, keys[name], encoder.layer_info(name).dim) for name in names]
-        todo = [s for s in states if not s.done]
-        layout = st._choose_layout(todo, requested)
-        pending = [store._begin(s, layout, column, encoder) for s in todo]
-        shards = sorted(set().union(*(p.todo for p in pending))) if pending else []
-        written: dict[str, int] = {p.layer: 0 for p in pending}
+    # the driver owns the entries (locks, manifests); workers write shards only
+    with store.plan_encode(column, encoder, layers, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
+                           num_workers=load_workers) as plan:
+        shards = sorted(set().union(*(p.todo for p in plan.pending))) if plan.pending else []
+        written: dict[str, int] = {p.layer: 0 for p in plan.pending}
         if shards:
             if not ray.is_initialized():
                 ray.init()
@@ -114,7 +98,7 @@ def encode_on_ray(store: EmbeddingStore, column: Column, encoder_spec: str,
             workers = [actor.remote(encoder_spec, device, torch_threads) for _ in parts]
             ids_ref, items_ref = ray.put(list(column.ids)), ray.put(list(column.items))
             try:
-                results = ray.get([w.encode.remote(ids_ref, items_ref, layout, pending, part, load_workers)
+                results = ray.get([w.encode.remote(ids_ref, items_ref, plan.layout, plan.pending, part, load_workers)
                                    for w, part in zip(workers, parts, strict=True)])
             finally:
                 for w in workers:
@@ -122,4 +106,4 @@ def encode_on_ray(store: EmbeddingStore, column: Column, encoder_spec: str,
             for res in results:
                 for layer, n in res.items():
                     written[layer] += n
-        return store._complete(states, column.ids, dict(written), start)
+        return store.complete(plan, written)

@@ -12,12 +12,15 @@ import socket
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from modalign.align.features import FeatureSet
 from modalign.align.trainer import TrainConfig, TrainResult, train
+
+if TYPE_CHECKING:
+    from modalign.model import AlignedModel
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def init_process_group(rank: int, world_size: int, backend: str = "gloo", addr: 
     dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
 
 
-def _worker(rank: int, world_size: int, backend: str, port: int, model: Any, train_data: FeatureSet,
+def _worker(rank: int, world_size: int, backend: str, port: int, model: AlignedModel, train_data: FeatureSet,
             val_data: FeatureSet | None, cfg: TrainConfig, out: str) -> None:
     import torch.distributed as dist
 
@@ -58,7 +61,7 @@ def _worker(rank: int, world_size: int, backend: str, port: int, model: Any, tra
         dist.destroy_process_group()
 
 
-def train_distributed(model: Any, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
+def train_distributed(model: AlignedModel, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
                       nprocs: int = 2, backend: str = "gloo", port: int | None = None) -> TrainResult:
     """Trains `model` in place like align.trainer.train, over `nprocs` local processes.
 

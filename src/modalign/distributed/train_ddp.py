@@ -41,7 +41,10 @@ def load_features(path: str | Path) -> tuple[dict[str, TowerConfig], FeatureSet,
     def fs(x: dict[str, Any] | None) -> FeatureSet | None:
         return None if x is None else FeatureSet(x["features"], x["groups"])
 
-    return {m: TowerConfig.from_dict(t) for m, t in d["towers"].items()}, fs(d["train"]), fs(d["val"])
+    train = fs(d["train"])
+    if train is None:
+        raise ValueError(f"{path} holds no training features; write it with save_features(towers, train, val)")
+    return {m: TowerConfig.from_dict(t) for m, t in d["towers"].items()}, train, fs(d["val"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,8 +57,8 @@ class ImageTransform:
 
     def to_array(self, img: Image.Image) -> np.ndarray:
         """RGB image -> normalised float32 (3, size, size)."""
-        arr = np.asarray(self.resize_image(img), dtype=np.float32) / 255.0  # (H, W, 3)
-        arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        pixels = np.asarray(self.resize_image(img), dtype=np.float32) / 255.0  # (H, W, 3)
+        arr: np.ndarray = (pixels - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     def stack(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from modalign.encoders.registry import register_encoder
 from modalign.encoders.sentence_transformers import SentenceTransformerEncoder
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_json
+from modalign.utils.paths import cache_home
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,8 @@ _COMPLETE_MARKER = ".modalign-complete"
 
 
 def cache_dir() -> Path:
-    """Where unpacked models live: $MODALIGN_CACHE or ~/.cache/modalign."""
-    env = os.environ.get("MODALIGN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "modalign"
+    """Where unpacked models live: the cache home ($MODALIGN_CACHE, see modalign.utils.paths)."""
+    return cache_home()
 
 
 def minilm_path() -> Path:

@@ -11,7 +11,6 @@ Two kinds of entries:
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from modalign.encoders.base import Encoder
 from modalign.errors import ConfigError
+from modalign.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -34,34 +34,19 @@ class RegistryEntry:
     requires: str  # the pip extra / packages it needs, shown in errors and in `modalign encoders`
 
 
-_BACKENDS: dict[str, RegistryEntry] = {}
-_NAMED: dict[str, RegistryEntry] = {}
-_BUILTINS_LOADED = False
-
-
-def _register(table: dict[str, RegistryEntry], entry: RegistryEntry) -> None:
-    if entry.name in table:
-        logger.warning("encoder %r registered twice; the later registration wins", entry.name)
-    table[entry.name] = entry
+# the built-in backend modules register themselves (and import heavy libraries lazily) on first lookup
+BACKENDS: Registry[RegistryEntry] = Registry("encoder backend", plugins=["modalign.encoders.builtin"])
+NAMED: Registry[RegistryEntry] = Registry("encoder", plugins=["modalign.encoders.builtin"])
 
 
 def register_backend(prefix: str, factory: EncoderFactory, *, modality: str = "any",
                      description: str = "", requires: str = "") -> None:
-    _register(_BACKENDS, RegistryEntry(prefix, factory, modality, description, requires))
+    BACKENDS.register(prefix, RegistryEntry(prefix, factory, modality, description, requires), description=description)
 
 
 def register_encoder(name: str, factory: EncoderFactory, *, modality: str,
                      description: str = "", requires: str = "") -> None:
-    _register(_NAMED, RegistryEntry(name, factory, modality, description, requires))
-
-
-def _load_builtins() -> None:
-    """Imports the built-in backends once; each module registers itself (and imports heavy deps lazily)."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from modalign.encoders import builtin  # noqa: F401
+    NAMED.register(name, RegistryEntry(name, factory, modality, description, requires), description=description)
 
 
 def parse_spec(spec: str) -> tuple[str | None, str, dict[str, str]]:
@@ -70,7 +55,7 @@ def parse_spec(spec: str) -> tuple[str | None, str, dict[str, str]]:
     options = dict(parse_qsl(query, keep_blank_values=True))
     prefix, sep, target = body.partition(":")
     # a Windows drive letter ("C:\\...") is not a backend prefix
-    if sep and prefix in _BACKENDS:
+    if sep and prefix in BACKENDS:
         return prefix, target, options
     if sep and len(prefix) > 1 and "/" not in prefix:
         return prefix, target, options
@@ -79,23 +64,17 @@ def parse_spec(spec: str) -> tuple[str | None, str, dict[str, str]]:
 
 def create_encoder(spec: str, device: str = "cpu") -> Encoder:
     """Builds an encoder from a spec string; errors name the known encoders and the missing extra."""
-    _load_builtins()
     prefix, target, options = parse_spec(spec)
     if prefix is None:
-        entry = _NAMED.get(target)
-        if entry is None:
+        if target not in NAMED:
             raise ConfigError(
-                f"unknown encoder {spec!r}; known names: {', '.join(sorted(_NAMED))}; "
-                f"or use a backend spec: {', '.join(p + ':...' for p in sorted(_BACKENDS))}"
+                f"unknown encoder {spec!r}; known names: {', '.join(NAMED.list())}; "
+                f"or use a backend spec: {', '.join(p + ':...' for p in BACKENDS.list())}"
             )
-        args: tuple = ()
+        entry = NAMED.get(target)
+        args: tuple[str, ...] = ()
     else:
-        entry = _BACKENDS.get(prefix)
-        if entry is None:
-            raise ConfigError(
-                f"unknown encoder backend {prefix!r} in {spec!r}; known backends: "
-                f"{', '.join(sorted(_BACKENDS))}"
-            )
+        entry = BACKENDS.get(prefix)  # unknown prefixes raise with the known backends
         if not target:
             raise ConfigError(f"encoder spec {spec!r} names no model after '{prefix}:'")
         args = (target,)
@@ -112,12 +91,10 @@ def create_encoder(spec: str, device: str = "cpu") -> Encoder:
     return encoder.to(device)
 
 
-def list_encoders(pattern: str = "*", modality: str | None = None) -> list[RegistryEntry]:
-    """Named encoders and backends whose name matches the glob `pattern` (backends listed as 'prefix:')."""
-    _load_builtins()
-    entries = [*_NAMED.values(), *(RegistryEntry(e.name + ":", e.factory, e.modality, e.description, e.requires)
-                                   for e in _BACKENDS.values())]
-    return [
-        e for e in sorted(entries, key=lambda e: (e.name.endswith(":"), e.name))
-        if fnmatch.fnmatch(e.name, pattern) and (modality is None or e.modality in (modality, "any"))
-    ]
+def list_encoders(pattern: str | None = None, modality: str | None = None) -> list[RegistryEntry]:
+    """Named encoders, then backends (listed as 'prefix:'), whose name matches `pattern`: a glob
+    ("effnet*") or a plain substring ("effnet"); `modality` keeps those serving it."""
+    backends = [BACKENDS.get(p) for p in BACKENDS.list(pattern.rstrip(":") if pattern else None)]
+    entries = [NAMED.get(n) for n in NAMED.list(pattern)]
+    entries += [RegistryEntry(e.name + ":", e.factory, e.modality, e.description, e.requires) for e in backends]
+    return [e for e in entries if modality is None or e.modality in (modality, "any")]

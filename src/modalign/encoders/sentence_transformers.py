@@ -143,7 +143,7 @@ class SentenceTransformerEncoder(Encoder):
             self.layer_info(name)  # raises with the valid names
         feats = self._run(batch)
         out: dict[str, torch.Tensor] = {}
-        hidden = feats.get("all_layer_embeddings")  # tuple of N + 1 (B, T, D)
+        hidden = feats.get("all_layer_embeddings") or ()  # tuple of N + 1 (B, T, D)
         for name in wanted:
             if name == FINAL_LAYER:
                 out[name] = feats["sentence_embedding"]  # (B, D_final)

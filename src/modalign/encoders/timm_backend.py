@@ -78,7 +78,7 @@ class TimmEncoder(TransformedImages, Encoder):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)  # random init (and any non-loaded parameter) is reproducible
-                self.model = timm.create_model(name, num_classes=0, **kwargs).eval()
+                self.model: Any = timm.create_model(name, num_classes=0, **kwargs).eval()
         except (OSError, ValueError, RuntimeError) as e:
             hint = ("; offline, pass ?weights=/path/to/weights.safetensors or ?pretrained=false"
                     if self.weights_path is None and self.pretrained else "")

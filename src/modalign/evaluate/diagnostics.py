@@ -142,19 +142,12 @@ def confusion_report(cm: np.ndarray, classnames: Sequence[str]) -> dict[str, Any
 
 
 # ---- plots ----------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_similarity_histogram(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
     """One panel per model: histograms of matched vs unmatched image-text cosines."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    from modalign.utils.figures import new_figure
+    fig, axes = new_figure(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
     for ax, (name, (matched, unmatched)) in zip(axes[0], series.items(), strict=True):
         both = np.concatenate([matched, unmatched])
         bins = np.linspace(both.min(), both.max(), 50) if len(both) and both.max() > both.min() else 10
@@ -166,16 +159,15 @@ def plot_similarity_histogram(series: dict[str, tuple[np.ndarray, np.ndarray]], 
     axes[0][0].set_ylabel("density")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_confusion(cm: np.ndarray, classnames: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion heatmap (true class down, predicted class across)."""
-    plt = _pyplot()
+    from modalign.utils.figures import new_figure
     rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     n = len(classnames)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.42 * n))
+    fig, ax = new_figure(figsize=(1.2 + 0.45 * n, 1.0 + 0.42 * n))
     im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classnames, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), classnames, fontsize=7)
@@ -190,58 +182,4 @@ def plot_confusion(cm: np.ndarray, classnames: Sequence[str], path: str | Path, 
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
-
-
-# ---- a saved model on raw data ---------------------------------------------------------------------
-def diagnose_pairs(models: dict[str, Any], dataset: Any, store: Any, groups: np.ndarray | None = None,
-                   out_dir: str | Path | None = None, progress: bool = True,
-                   image: str = "image", text: str = "text") -> tuple[dict[str, float], dict[str, Any]]:
-    """Flat metrics for each model (first name unprefixed, others as "name/metric", the frozen features as
-    "frozen/...") on `groups` of an image-text data set; writes similarity_hist.png into out_dir."""
-    from modalign.pipeline import encode_column, feature_set
-
-    flat: dict[str, float] = {}
-    series = {}
-    frozen_done: set[tuple[str, str]] = set()
-    for i, (name, model) in enumerate(models.items()):
-        stored = {m: encode_column(store, dataset.column(m), model.encoder(m), model.towers[m].layer,
-                                   progress=progress) for m in (image, text)}
-        fs = feature_set(dataset, stored, groups)
-        with torch.no_grad():
-            emb = {m: model.project(m, fs.features[m]) for m in (image, text)}
-        metrics = embedding_diagnostics(emb[image], emb[text], fs.groups[image].numpy(), fs.groups[text].numpy())
-        prefix = "" if i == 0 else f"{name}/"
-        flat.update({f"{prefix}{k}": v for k, v in metrics.items()})
-        series[name] = pair_similarities(emb[image], emb[text], fs.groups[image].numpy(), fs.groups[text].numpy())
-        for m in (image, text):  # the frozen inputs, once per encoder and layer
-            key = (model.towers[m].encoder, str(model.towers[m].layer))
-            if key not in frozen_done:
-                frozen_done.add(key)
-                flat.update({f"frozen/{k}": v for k, v in modality_stats(fs.features[m], m).items()})
-    files = {}
-    if out_dir is not None:
-        files["similarity_hist"] = str(plot_similarity_histogram(series, Path(out_dir) / "similarity_hist.png"))
-    return flat, files
-
-
-def diagnose_zeroshot(model: Any, labelled: Any, store: Any, templates: str | Sequence[str] = "default",
-                      rows: np.ndarray | None = None, out_dir: str | Path | None = None,
-                      progress: bool = True) -> dict[str, Any]:
-    """Per-class confusion of zero-shot classification: JSON-ready report; confusion.png/json in out_dir."""
-    from modalign.evaluate.runner import zeroshot_logits_inputs
-    from modalign.evaluate.zeroshot import class_embeddings, load_templates, predictions
-
-    emb, labels, _ = zeroshot_logits_inputs(model, labelled, store, progress=progress, rows=rows)
-    classes = class_embeddings(model.encode_text, labelled.classnames, load_templates(templates))
-    pred = predictions(emb, classes).numpy()
-    cm = confusion_matrix(labels, pred, len(labelled.classnames))
-    report = confusion_report(cm, labelled.classnames)
-    if out_dir is not None:
-        from modalign.utils.io import atomic_write_json
-
-        atomic_write_json(Path(out_dir) / "confusion.json", report)
-        plot_confusion(cm, labelled.classnames, Path(out_dir) / "confusion.png",
-                       title=f"zero-shot on {labelled.name}: acc1 {report['acc1']:.3f}")
-    return report

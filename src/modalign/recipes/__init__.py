@@ -62,14 +62,3 @@ def recipe_info(name_or_path: str | Path) -> dict[str, Any]:
 def list_recipes() -> dict[str, str]:
     """name -> one-line description of every shipped recipe."""
     return {name: recipe_info(name).get("description", "") for name in sorted(_packaged())}
-
-
-def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `base` with `override` laid over it; nested tables merge key by key, other values replace."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_config(out[key], value)
-        else:
-            out[key] = value
-    return out

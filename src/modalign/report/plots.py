@@ -7,19 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> Path:
-    plt = _pyplot()
+    from modalign.utils.figures import new_figure
     epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = new_figure(1, 2, figsize=(10, 3.6))
     ax1.plot(epochs, [r["train_loss"] for r in history], label="train loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("InfoNCE loss")
@@ -35,17 +26,16 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> P
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_method_bars(results: dict[str, dict[str, float]], metrics: Sequence[str], path: str | Path,
                      title: str = "") -> Path:
     """Grouped bars: one group per metric, one bar per method."""
-    plt = _pyplot()
+    from modalign.utils.figures import new_figure
     methods = list(results)
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics)), 3.8))
+    fig, ax = new_figure(figsize=(max(6, 1.4 * len(metrics)), 3.8))
     for i, m in enumerate(methods):
         xs = [j + i * width for j in range(len(metrics))]
         ax.bar(xs, [results[m].get(k, 0.0) for k in metrics], width, label=m)
@@ -57,7 +47,6 @@ def plot_method_bars(results: dict[str, dict[str, float]], metrics: Sequence[str
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -67,11 +56,11 @@ def plot_retrieval_grid(queries: Sequence[str], results: Sequence[Sequence[tuple
 
     results[i] = [(image item, score, is_match), ...] for query i.
     """
-    plt = _pyplot()
+    from modalign.utils.figures import new_figure
     if load_image is None:
         from modalign.data.images import load_image
     k = max(len(r) for r in results)
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.9 * (k + 1), 1.9 * len(queries)), squeeze=False)
+    fig, axes = new_figure(len(queries), k + 1, figsize=(1.9 * (k + 1), 1.9 * len(queries)), squeeze=False)
     for i, (query, row) in enumerate(zip(queries, results, strict=True)):
         ax = axes[i][0]
         ax.axis("off")
@@ -91,7 +80,6 @@ def plot_retrieval_grid(queries: Sequence[str], results: Sequence[Sequence[tuple
                 spine.set_linewidth(3 if match else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 

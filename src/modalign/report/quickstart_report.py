@@ -30,7 +30,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def retrieval_grid(out: Path, tux, run, model, store, n_queries: int = 6, k: int = 5) -> Path:
     """Top-k test images for a few test captions (fixed pick), scored by the trained model."""
-    from modalign.pipeline import encode_dataset, select_rows
+    from modalign.features.pipeline import encode_dataset, select_rows
     from modalign.report.plots import plot_retrieval_grid
 
     test = run.split.get("test", run.split.get("val"))

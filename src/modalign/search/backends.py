@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from modalign.errors import ConfigError
+from modalign.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +52,18 @@ class IndexParams:
 
 
 Factory = Callable[[int, IndexParams, int], Any]  # (dim, params, n_train) -> faiss index
-_KINDS: dict[str, tuple[Factory, bool]] = {}  # kind -> (factory, needs training)
+KINDS: Registry[tuple[Factory, bool]] = Registry("index kind")  # kind -> (factory, needs training)
 
 
-def register_kind(name: str, needs_training: bool = False) -> Callable[[Factory], Factory]:
+def register_kind(name: str, needs_training: bool = False, description: str = "") -> Callable[[Factory], Factory]:
     def wrap(factory: Factory) -> Factory:
-        if name in _KINDS:
-            logger.warning("index kind %r registered twice; the later registration wins", name)
-        _KINDS[name] = (factory, needs_training)
+        KINDS.register(name, (factory, needs_training), description=description or (factory.__doc__ or ""))
         return factory
     return wrap
 
 
-def list_kinds() -> list[str]:
-    return list(_KINDS)
+def list_kinds(pattern: str | None = None) -> list[str]:
+    return KINDS.list(pattern)
 
 
 def auto_kind(n: int) -> str:
@@ -121,10 +120,8 @@ class VectorIndex:
     @classmethod
     def create(cls, kind: str, dim: int, params: IndexParams | None = None,
                train_vectors: np.ndarray | None = None) -> VectorIndex:
-        if kind not in _KINDS:
-            raise ConfigError(f"unknown index kind {kind!r}; known: {', '.join(_KINDS)} (or 'auto')")
+        factory, needs_training = KINDS.get(kind)  # unknown kinds raise with the known ones
         params = params or IndexParams()
-        factory, needs_training = _KINDS[kind]
         n_train = 0 if train_vectors is None else len(train_vectors)
         index = factory(dim, params, n_train)
         if needs_training:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from modalign.errors import ConfigError
 from modalign.search.backends import IndexParams
 from modalign.search.index import SearchIndex
 from modalign.search.metadata import Item
+
+if TYPE_CHECKING:
+    from modalign.model import AlignedModel
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +69,11 @@ def load_collection(spec: str) -> Collection:
     return Collection(data.name, dict(data.columns), captions, data.root)
 
 
-def encode_collection(model: Any, collection: Collection, modality: str, store: Any,
+def encode_collection(model: AlignedModel, collection: Collection, modality: str, store: EmbeddingStore,
                       rows: np.ndarray | None = None, batch_size: int = 32,
                       progress: bool = True) -> tuple[np.ndarray, list[Item]]:
     """(n, embed_dim) projected vectors and their items, skipped (unreadable) items left out."""
-    from modalign.pipeline import encode_column, valid_rows
+    from modalign.features.pipeline import encode_column, valid_rows
 
     if modality not in collection.columns:
         raise ConfigError(f"collection {collection.name!r} has no {modality} items; it has "
@@ -86,7 +90,7 @@ def encode_collection(model: Any, collection: Collection, modality: str, store: 
     return vectors, items
 
 
-def project_in_batches(model: Any, modality: str, feats: np.ndarray, batch: int = 4096) -> np.ndarray:
+def project_in_batches(model: AlignedModel, modality: str, feats: np.ndarray, batch: int = 4096) -> np.ndarray:
     import torch
 
     with torch.no_grad():
@@ -103,10 +107,10 @@ def _item(collection: Collection, column: Column, row: int, tower: str) -> Item:
     return Item(column.ids[row], column.modality, path, collection.captions.get(group), tower)
 
 
-def build_index(model_dir: str | Path, collection: Collection, out: str | Path, store: Any,
+def build_index(model_dir: str | Path, collection: Collection, out: str | Path, store: EmbeddingStore,
                 modality: str = "image", kind: str = "auto", params: IndexParams | None = None,
                 overwrite: bool = False, batch_size: int = 32, progress: bool = True,
-                model: Any = None) -> SearchIndex:
+                model: AlignedModel | None = None) -> SearchIndex:
     """Encodes the collection with the model's `modality` tower and writes a new index folder."""
     from modalign.model import AlignedModel
 
@@ -120,7 +124,7 @@ def build_index(model_dir: str | Path, collection: Collection, out: str | Path, 
     return index
 
 
-def add_collection(index: SearchIndex, model: Any, collection: Collection, store: Any,
+def add_collection(index: SearchIndex, model: AlignedModel, collection: Collection, store: EmbeddingStore,
                    batch_size: int = 32, progress: bool = True) -> int:
     """Adds the collection's items that are not indexed yet; returns how many were added."""
     vectors, items = encode_collection(model, collection, index.info.modality, store, batch_size=batch_size,

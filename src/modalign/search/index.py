@@ -49,7 +49,7 @@ def model_config_hash(model_dir: str | Path) -> str:
 
 def space_hash(model_dir: str | Path) -> str:
     """The embedding space a model writes into: its own config hash, or, for a compatible upgrade bundle
-    (modalign.search.compat), the hash of the old model it maps into."""
+    (modalign.workflows.upgrade), the hash of the old model it maps into."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     return cfg.get("metadata", {}).get("compatible_with", {}).get("space") or model_config_hash(model_dir)
 

@@ -21,9 +21,12 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from modalign.model import AlignedModel
 
 
 @dataclass
@@ -121,7 +124,7 @@ class InvGCReranker:
             return cls(z["ref_gallery"], z["ref_queries"], InvGCConfig(float(rg), float(rq), int(lk)))
 
     @classmethod
-    def for_index(cls, index: Any, model: Any, config: InvGCConfig, max_refs: int = 4096,
+    def for_index(cls, index: Any, model: AlignedModel, config: InvGCConfig, max_refs: int = 4096,
                   seed: int = 0) -> InvGCReranker:
         """References from the index itself: a sample of its vectors, and its captions embedded as queries
         (an image index with captions); saved beside the index."""

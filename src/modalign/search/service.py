@@ -68,7 +68,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise BadInput(400, "empty image upload")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > max_pixels:
             raise BadInput(413, f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")

@@ -43,7 +43,7 @@ Input handling, so that a score is never silently wrong:
     inputs give 1. How many items had such a tie is logged (INFO). CKA needs no rule: it uses every row.
 
     register_metric("my_metric", fn, "description", uses_k=False)
-    list_metrics()                      # {"cknna": "...", "linear_cka": "...", ...}
+    list_metrics()                      # ["cknna", "linear_cka", ...]; METRICS.descriptions() with text
     compute_metric("mutual_knn", X, Y, k=10)
 """
 
@@ -56,6 +56,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from modalign.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +74,8 @@ class Features:
     """
 
     def __init__(self, x: np.ndarray | torch.Tensor | Features, name: str = "X"):
-        if isinstance(x, Features):
-            x = x.x
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        source: np.ndarray | torch.Tensor = x.x if isinstance(x, Features) else x
+        arr = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
         if arr.ndim != 2:
             raise ValueError(f"{name} must be a 2-d (items, features) matrix, got shape {arr.shape}")
         if not np.issubdtype(arr.dtype, np.number):
@@ -82,7 +83,7 @@ class Features:
         bad = _count_nonfinite(arr)
         if bad:
             raise ValueError(f"{name} holds {bad} NaN/inf value(s) (of {arr.size}); clean or drop those items first")
-        self.x = arr  # (n, d), any float dtype; converted block by block
+        self.x: np.ndarray = arr  # (n, d), any float dtype; converted block by block
         self.name = name
         self._mean: np.ndarray | None = None
         self._gram: np.ndarray | None = None
@@ -349,25 +350,20 @@ class MetricEntry:
     uses_k: bool  # takes the neighbourhood size k
 
 
-_METRICS: dict[str, MetricEntry] = {}
+METRICS: Registry[MetricEntry] = Registry("similarity metric")
 
 
 def register_metric(name: str, fn: MetricFn, description: str, uses_k: bool = False) -> None:
     """Adds a similarity metric; `fn(X, Y[, k=...])` takes two (n, d) matrices (or Features) of the same items."""
-    if name in _METRICS:
-        logger.warning("similarity metric %r registered twice; the later registration wins", name)
-    _METRICS[name] = MetricEntry(name, fn, description, uses_k)
+    METRICS.register(name, MetricEntry(name, fn, description, uses_k), description=description)
 
 
-def list_metrics() -> dict[str, str]:
-    """{name: description} of every registered metric, sorted by name."""
-    return {name: e.description for name, e in sorted(_METRICS.items())}
+def list_metrics(pattern: str | None = None) -> list[str]:
+    return METRICS.list(pattern)
 
 
 def get_metric(name: str) -> MetricEntry:
-    if name not in _METRICS:
-        raise ValueError(f"unknown similarity metric {name!r}; known: {', '.join(sorted(_METRICS))}")
-    return _METRICS[name]
+    return METRICS.get(name)
 
 
 def compute_metric(name: str, x: Any, y: Any, k: int = 10) -> float:

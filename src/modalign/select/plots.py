@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,12 @@ def _layer_order(labels: Sequence[str], declared: Sequence[str] | None) -> list[
 
 
 def plot_layer_heatmaps(scores: Sequence[PairScore], encoder_a: str, encoder_b: str, metrics: Sequence[str],
-                        path: str | Path, layer_order: dict[str, Sequence[str]] | None = None) -> Path:
+                        path: str | Path, layer_order: Mapping[str, Sequence[str]] | None = None) -> Path:
     """One panel per metric: rows = encoder_a's layers, columns = encoder_b's layers, the best cell framed."""
-    from modalign.report.plots import _pyplot
 
-    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    from modalign.utils.figures import new_figure
     mine = [s for s in scores if s.a.encoder == encoder_a and s.b.encoder == encoder_b]
     if not mine:
         raise ValueError(f"no scores for the pair {encoder_a} x {encoder_b}")
@@ -32,7 +33,7 @@ def plot_layer_heatmaps(scores: Sequence[PairScore], encoder_a: str, encoder_b: 
     ri, ci = {n: i for i, n in enumerate(rows)}, {n: i for i, n in enumerate(cols)}
     w = max(3.2, 0.55 * len(cols) + 2.0)
     h = max(2.6, 0.32 * len(rows) + 1.4)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(w * len(metrics), h), squeeze=False)
+    fig, axes = new_figure(1, len(metrics), figsize=(w * len(metrics), h), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         grid = np.full((len(rows), len(cols)), np.nan)  # (image layers, text layers)
         for s in mine:
@@ -42,7 +43,7 @@ def plot_layer_heatmaps(scores: Sequence[PairScore], encoder_a: str, encoder_b: 
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_title(metric, fontsize=9)
         best = np.unravel_index(np.nanargmax(grid), grid.shape)
-        ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
         if grid.size <= 60:
             mid = (np.nanmin(grid) + np.nanmax(grid)) / 2
             for (i, j), v in np.ndenumerate(grid):
@@ -53,5 +54,4 @@ def plot_layer_heatmaps(scores: Sequence[PairScore], encoder_a: str, encoder_b: 
         ax.set_xlabel(f"{encoder_b} layer", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

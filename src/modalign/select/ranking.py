@@ -19,13 +19,16 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalign.data.column import AlignedDataset
 from modalign.errors import ConfigError
-from modalign.select.metrics import Features, compute_metric, get_metric, list_metrics
+from modalign.select.metrics import METRICS, Features, compute_metric, get_metric
+
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class SelectionResult:
         return {"config": self.config.to_dict(), "modalities": list(self.modalities), "n_probe": self.n_probe,
                 "rank_by": self.config.rank_by, "best_layers": self.best_layers, "layers": self.layers,
                 "best_pair": self.scores[0].row() if self.scores else None,
-                "ranking": self.table(), "seconds": self.seconds, "metric_descriptions": list_metrics()}
+                "ranking": self.table(), "seconds": self.seconds, "metric_descriptions": METRICS.descriptions()}
 
 
 # ---- candidates --------------------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ def probe_rows(dataset: AlignedDataset, modalities: Sequence[str], n: int, seed:
 
 
 def encode_candidates(column: Any, specs: Sequence[str], layers: Mapping[str, Sequence[str]], step: int,
-                      store: Any, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 32,
+                      store: EmbeddingStore, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 32,
                       progress: bool = True) -> dict[Candidate, Any]:
     """{Candidate: StoredEmbeddings} for every requested layer of every encoder, one store.encode per encoder."""
     from modalign.encoders.registry import create_encoder
@@ -183,7 +186,7 @@ def best_layers(ranked: Sequence[PairScore]) -> dict[str, str]:
     return out
 
 
-def run_selection(dataset: AlignedDataset, config: SelectConfig, store: Any, device: str = "cpu",
+def run_selection(dataset: AlignedDataset, config: SelectConfig, store: EmbeddingStore, device: str = "cpu",
                   progress: bool = True) -> SelectionResult:
     """Encodes the probe set with every candidate (cached) and ranks every pairing."""
     config.check()

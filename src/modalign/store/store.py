@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +25,9 @@ import numpy as np
 from modalign.errors import ConfigError, MismatchError
 from modalign.store import manifest as mf
 from modalign.store.embeddings import StoredEmbeddings
+from modalign.store.encode_plan import PendingEntry, encode_shards
 from modalign.store.key import CacheKey, check_dtype
 from modalign.store.lock import entry_lock
-from modalign.store.pipeline import PendingEntry, encode_shards
 from modalign.store.report import EncodeReport, count_reasons
 from modalign.store.shards import (
     SHARD_GLOB,
@@ -36,6 +37,7 @@ from modalign.store.shards import (
     remove_shard,
     remove_temp_files,
 )
+from modalign.utils.paths import user_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,9 +65,20 @@ class _EntryState:
         return self.manifest is not None and self.manifest.complete and not self.todo
 
 
+@dataclass
+class EncodePlan:
+    """What one encode run must write: the unfinished entries' pending shards, in one shard layout."""
+
+    ids: list[str]  # the column's item ids
+    states: list[_EntryState]  # every requested entry, finished or not
+    layout: ShardLayout
+    pending: list[PendingEntry]  # entries with shards to write (their .todo)
+    start: float  # perf_counter() when the plan was made
+
+
 class EmbeddingStore:
     def __init__(self, root: str | Path):
-        self.root = Path(root)  # e.g. ".modalign/store"; created on the first encode
+        self.root = user_path(root)  # e.g. "~/.cache/modalign/store"; created on the first encode
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"
@@ -82,30 +95,46 @@ class EmbeddingStore:
         One forward pass per batch serves all layers; each layer is its own entry. Items the encoder
         rejects are skipped with their reason. Returns {layer name: StoredEmbeddings}.
         """
+        with self.plan_encode(column, encoder, layers, dtype=dtype, batch_size=batch_size,
+                              shard_size=shard_size, num_workers=num_workers) as plan:
+            if plan.pending:
+                encode_shards(column.ids, column.items, encoder, plan.layout, plan.pending,
+                              num_workers=num_workers, progress=progress,
+                              desc=f"encode {encoder.spec} ({column.modality})")
+            return self.complete(plan, {p.layer: p.written for p in plan.pending})
+
+    @contextmanager
+    def plan_encode(self, column: Column, encoder: Encoder, layers: Sequence[str] | str | None = None, *,
+                    dtype: str = "float32", batch_size: int = 32, shard_size: int = 256,
+                    num_workers: int = 2) -> Iterator[EncodePlan]:
+        """Locks the entries of `column` x `layers`, checks their shards and starts the unfinished ones.
+
+        Inside the block, any process may write the plan's pending shards (`encode_shards`, or Ray workers);
+        then `complete(plan, written)` finishes the entries. The locks are released on leaving the block.
+        """
         _check_options(dtype, batch_size, shard_size, num_workers)
         _check_modality(column, encoder)
         names = list(dict.fromkeys(encoder.resolve_layers(layers)))
         start = time.perf_counter()
-        requested = ShardLayout(len(column), shard_size, batch_size)
         keys = {name: CacheKey.for_column(column, encoder, name, dtype) for name in names}
         with ExitStack() as locks:
             for folder in sorted({self.path_of(k) for k in keys.values()}):
                 locks.enter_context(entry_lock(folder))
             states = [self._inspect(name, keys[name], encoder.layer_info(name).dim) for name in names]
             todo = [s for s in states if not s.done]
-            layout = _choose_layout(todo, requested)
+            layout = _choose_layout(todo, ShardLayout(len(column), shard_size, batch_size))
             pending = [self._begin(s, layout, column, encoder) for s in todo]
-            if pending:
-                encode_shards(column.ids, column.items, encoder, layout, pending, num_workers=num_workers,
-                              progress=progress, desc=f"encode {encoder.spec} ({column.modality})")
-            return self._complete(states, column.ids, {p.layer: p.written for p in pending}, start)
+            yield EncodePlan(list(column.ids), states, layout, pending, start)
 
-    def _complete(self, states: list, ids: list[str], written: dict[str, int],
-                  start: float) -> dict[str, StoredEmbeddings]:
-        """Finishes the entries that got new shards (summary, complete manifest) and opens them all.
+    def complete(self, plan: EncodePlan, written: dict[str, int]) -> dict[str, StoredEmbeddings]:
+        """Finishes the entries that got new shards and opens every entry of the plan.
 
         `written`: layer -> shards written by this run (by this process or by distributed workers).
         """
+        return self._complete(plan.states, plan.ids, written, plan.start)
+
+    def _complete(self, states: list[_EntryState], ids: Sequence[str], written: dict[str, int],
+                  start: float) -> dict[str, StoredEmbeddings]:
         out = {}
         for s in states:
             if s.layer in written:

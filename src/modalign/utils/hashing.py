@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,7 +47,13 @@ def hash_files(paths: list[Path], length: int = 32) -> str:
     return h.hexdigest()[:length]
 
 
-def hash_item(item: Any, h: hashlib._Hash) -> None:
+class Hasher(Protocol):
+    """What hash_item feeds: any hashlib object (blake2b, sha256 ...)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def hash_item(item: Any, h: Hasher) -> None:
     """Feeds one raw data item into a running hash: a file's bytes, an array's bytes, a string."""
     if isinstance(item, Path):
         p = item

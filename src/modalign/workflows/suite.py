@@ -119,7 +119,7 @@ def _sample(n_or_rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 def _zeroshot(model: Any, dataset: LabelledDataset, store: Any, bench: Benchmark, config: SuiteConfig,
               progress: bool) -> dict[str, float]:
-    from modalign.evaluate.runner import evaluate_zeroshot
+    from modalign.workflows.evaluate import evaluate_zeroshot
 
     if config.max_items is not None and len(dataset) > config.max_items:
         # class-balanced; with more classes than `max_items` (flags: one per class), a seeded sample of
@@ -135,7 +135,7 @@ def _zeroshot(model: Any, dataset: LabelledDataset, store: Any, bench: Benchmark
 
 def _retrieval(model: Any, dataset: AlignedDataset, store: Any, run_split: dict[str, list[str]] | None,
                config: SuiteConfig, progress: bool) -> dict[str, float]:
-    from modalign.evaluate.runner import evaluate_retrieval
+    from modalign.workflows.evaluate import evaluate_retrieval
 
     groups = _sample(held_out_groups(dataset, run_split), config.max_groups, config.seed)
     if len(groups) == 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,16 +16,23 @@ import torch
 from modalign.align.features import FeatureSet
 from modalign.data.column import AlignedDataset, Column
 from modalign.encoders.base import FINAL_LAYER, Encoder
-from modalign.layermix import StackedEmbeddings, as_layer_list
+from modalign.features.stacked import StackedEmbeddings
+from modalign.store.embeddings import StoredEmbeddings
+from modalign.utils.layer_spec import as_layer_list
+
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
+Embeddings = StoredEmbeddings | StackedEmbeddings  # one column's stored vectors at one layer, or several
 
-def encode_column(store: Any, column: Column, encoder: Encoder, layer: str | list[str] = FINAL_LAYER, *,
-                  dtype: str = "float32", batch_size: int = 32, progress: bool = True) -> Any:
+
+def encode_column(store: EmbeddingStore, column: Column, encoder: Encoder, layer: str | list[str] = FINAL_LAYER, *,
+                  dtype: str = "float32", batch_size: int = 32, progress: bool = True) -> Embeddings:
     """One column at one layer -> StoredEmbeddings (reused from the store when already there).
 
-    A list of layers (see modalign.layermix) -> StackedEmbeddings of their entries side by side, all
+    A list of layers (see modalign.align.layer_mix) -> StackedEmbeddings of their entries side by side, all
     encoded in one store.encode call (one forward pass per batch serves every layer).
     """
     if encoder.modality != column.modality:
@@ -40,8 +47,8 @@ def encode_column(store: Any, column: Column, encoder: Encoder, layer: str | lis
     return store.encode(column, encoder, [layer], dtype=dtype, batch_size=batch_size, progress=progress)[layer]
 
 
-def encode_dataset(dataset: AlignedDataset, encoders: Mapping[str, Encoder], store: Any,
-                   layers: Mapping[str, str | list[str]] | None = None, **kwargs: Any) -> dict[str, Any]:
+def encode_dataset(dataset: AlignedDataset, encoders: Mapping[str, Encoder], store: EmbeddingStore,
+                   layers: Mapping[str, str | list[str]] | None = None, **kwargs: Any) -> dict[str, Embeddings]:
     """modality -> StoredEmbeddings for every modality that has an encoder."""
     layers = layers or {}
     out = {}
@@ -51,19 +58,19 @@ def encode_dataset(dataset: AlignedDataset, encoders: Mapping[str, Encoder], sto
     return out
 
 
-def valid_rows(stored: Any, rows: np.ndarray) -> np.ndarray:
+def valid_rows(stored: Embeddings, rows: np.ndarray) -> np.ndarray:
     """The subset of `rows` whose items were encoded (skipped items dropped)."""
     return rows[np.asarray(stored.valid)[rows]]
 
 
-def select_rows(dataset: AlignedDataset, entry: Any, modality: str, groups: np.ndarray | None = None) -> np.ndarray:
+def select_rows(dataset: AlignedDataset, entry: Embeddings, modality: str, groups: np.ndarray | None = None) -> np.ndarray:
     """Rows of `modality` whose group is in `groups` (all when None) and whose item was encoded."""
     col = dataset.column(modality)
     rows = np.arange(len(col)) if groups is None else dataset.rows_of_groups(modality, groups)
     return valid_rows(entry, rows)
 
 
-def feature_set(dataset: AlignedDataset, stored: Mapping[str, Any], groups: np.ndarray | None = None) -> FeatureSet:
+def feature_set(dataset: AlignedDataset, stored: Mapping[str, Embeddings], groups: np.ndarray | None = None) -> FeatureSet:
     """Features of the items whose group is in `groups` (all when None), skipped items left out."""
     feats, grps = {}, {}
     for modality, entry in stored.items():
@@ -85,7 +92,7 @@ def column_for(dataset: Any, modality: str) -> Column:
     return dataset.column(modality)
 
 
-def streamed_feature_set(dataset: AlignedDataset, stored: Mapping[str, Any],
+def streamed_feature_set(dataset: AlignedDataset, stored: Mapping[str, Embeddings],
                          groups: np.ndarray | None = None) -> FeatureSet:
     """As feature_set, but the features stay in the store and are read batch by batch (larger than RAM)."""
     from modalign.align.streaming import StreamedFeatures

@@ -13,11 +13,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modalign.fit import FitConfig, fit
+from modalign.workflows.fit import FitConfig, fit
+
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +46,10 @@ class QuickstartResult:
     chance: dict[str, float]
 
 
-def run_quickstart(cfg: QuickstartConfig, store: Any, progress: bool = True) -> QuickstartResult:
+def run_quickstart(cfg: QuickstartConfig, store: EmbeddingStore, progress: bool = True) -> QuickstartResult:
     from modalign.data.fashion_mnist import load_fashion_mnist
     from modalign.data.tuxpaint import load_tuxpaint, load_tuxpaint_categories
-    from modalign.evaluate.runner import evaluate_zeroshot, share_encoders
+    from modalign.workflows.evaluate import evaluate_zeroshot, share_encoders
 
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
@@ -57,7 +60,7 @@ def run_quickstart(cfg: QuickstartConfig, store: Any, progress: bool = True) -> 
     share_encoders(list(models.values()))
 
     # zero-shot on categories, restricted to the held-out stamps
-    test_groups = run.split.get("test", run.split.get("val"))
+    test_groups = run.split["test"] if "test" in run.split else run.split["val"]
     categories = load_tuxpaint_categories()
     test_names = {tux.group_names[g] for g in test_groups}
     # rows of the held-out stamps; the whole column is encoded once and shared with training

@@ -19,21 +19,26 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalign.align.features import FeatureSet
-from modalign.align.methods import fit_method
+from modalign.align.layer_mix import check_mix
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.column import AlignedDataset
-from modalign.encoders.base import FINAL_LAYER
+from modalign.encoders.base import FINAL_LAYER, Encoder
+from modalign.encoders.layers import layer_dims
 from modalign.errors import ConfigError
-from modalign.layermix import check_mix, layer_dims
+from modalign.features.pipeline import Embeddings, encode_dataset, feature_set
 from modalign.model import AlignedModel, TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import MERGE, load_config
 from modalign.utils.io import atomic_write_json
+from modalign.utils.paths import user_path
+from modalign.workflows.methods import fit_method
+
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +47,12 @@ DEFAULT_ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
 
 @dataclass
 class FitConfig:
-    encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS))  # modality -> spec
-    layers: dict[str, str | list[str]] = field(default_factory=dict)  # modality -> layer or layers (default: "final")
-    layer_mix: dict[str, str] = field(default_factory=dict)  # modality -> "concat" | "mean" when several layers
-    method: str = "mlp"  # a registered alignment method (modalign.align.methods)
+    encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS), metadata=MERGE)  # modality
+    #                                                        -> spec; a table given sets only the modalities it names
+    layers: dict[str, str | list[str]] = field(default_factory=dict, metadata=MERGE)  # modality -> layer(s) (default:
+    #                                                                                   "final")
+    layer_mix: dict[str, str] = field(default_factory=dict, metadata=MERGE)  # modality -> "concat" | "mean"
+    method: str = "mlp"  # a registered alignment method (modalign.workflows.methods)
     baselines: list[str] = field(default_factory=lambda: ["ridge", "procrustes"])  # fitted beside it
     split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     split_seed: int = 0  # the split depends only on this and the number of groups
@@ -56,8 +63,7 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
-        d = dict(d)
-        return config_from_dict(cls, d, "fit", train=TrainConfig.from_dict(d.pop("train", {})))
+        return load_config(cls, d, what="fit")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,12 +87,10 @@ def _check_split(split: dict[str, float]) -> None:
         raise ConfigError(f"split fractions must be >= 0 and sum to > 0; got {split}")
 
 
-def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: Any,
+def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: EmbeddingStore,
         progress: bool = True, plots: bool = True) -> FitResult:
-    from modalign.encoders.registry import create_encoder
-
     _check_split(config.split)
-    out_dir = Path(out_dir)
+    out_dir = user_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "fit_config.json", {"dataset": dataset.name, **config.to_dict()})
     missing = [m for m in config.encoders if m not in dataset.columns]
@@ -94,52 +98,24 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
         raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
 
     t0 = time.perf_counter()
-    encoders = {m: create_encoder(spec, device=config.device) for m, spec in config.encoders.items()}
-    layers = {m: config.layers.get(m, FINAL_LAYER) for m in encoders}
-    stored = encode_dataset(dataset, encoders, store, layers, dtype=config.store_dtype,
-                            batch_size=config.encode_batch_size, progress=progress)
+    towers, stored = _encode(dataset, config, store, progress)
     t_encode = time.perf_counter() - t0
-
     split = dataset.split(config.split, seed=config.split_seed)
     atomic_write_json(out_dir / "split.json", {k: [dataset.group_names[g] for g in v] for k, v in split.items()})
     parts = {k: feature_set(dataset, stored, v) for k, v in split.items() if len(v)}
-    train_fs, val_fs = parts["train"], parts.get("val")
-    test_fs = parts.get("test") or val_fs
-    towers = {m: _tower(m, enc, layers[m], config.layer_mix.get(m, "concat")) for m, enc in encoders.items()}
     _log_sizes(parts)
 
-    metrics_path = out_dir / "metrics.jsonl"
-    metrics_path.write_text("")
-
-    def on_epoch(record: dict[str, float]) -> None:
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
     t1 = time.perf_counter()
-    cfg = config.train
-    if cfg.device == "cpu" and config.device != "cpu":
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), "device": config.device})
-    model, info = fit_method(config.method, towers, train_fs, val_fs, cfg, on_epoch=on_epoch, progress=progress)
+    model, history = _fit_model(config, towers, parts, out_dir / "metrics.jsonl", progress)
     t_train = time.perf_counter() - t1
-    history = info["result"].history if "result" in info else []
-
     t2 = time.perf_counter()
-    baselines = {}
     # closed-form baselines read the same stacked features as one plain matrix: a "mean" mix becomes "concat"
     base_towers = {m: replace(t, layer_mix="concat") for m, t in towers.items()}
-    for name in config.baselines:
-        baselines[name], _ = fit_method(name, base_towers, train_fs, val_fs, cfg)
+    baselines = {name: fit_method(name, base_towers, parts["train"], parts.get("val"), config.train)[0]
+                 for name in config.baselines}
     t_base = time.perf_counter() - t2
 
-    results = {config.method: _test_metrics(model, test_fs)}
-    results.update({name: _test_metrics(b, test_fs) for name, b in baselines.items()})
-    data_meta = {"dataset": dataset.name, "n_groups": {k: int(len(v)) for k, v in split.items()}}
-    model.metadata.update({**data_meta, "test_metrics": results[config.method], "split_seed": config.split_seed})
-    model.save_pretrained(out_dir)
-    for name, b in baselines.items():
-        b.metadata.update({**data_meta, "test_metrics": results[name]})
-        b.save_pretrained(out_dir / "baselines" / name)
-    atomic_write_json(out_dir / "results.json", {"split": "test" if "test" in parts else "val", "methods": results})
+    results = _save_run(out_dir, dataset, config, split, parts, model, baselines)
     if plots and history:
         from modalign.report.plots import plot_training_curves
 
@@ -150,7 +126,54 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
     return FitResult(out_dir, model, baselines, results, split, history, seconds)
 
 
-def _tower(modality: str, encoder: Any, layer: str | list[str], mix: str) -> TowerConfig:
+def _encode(dataset: AlignedDataset, config: FitConfig, store: EmbeddingStore,
+            progress: bool) -> tuple[dict[str, TowerConfig], dict[str, Embeddings]]:
+    """Each modality's column through its encoder into the store; the tower descriptions."""
+    from modalign.encoders.registry import create_encoder
+
+    encoders = {m: create_encoder(spec, device=config.device) for m, spec in config.encoders.items()}
+    layers = {m: config.layers.get(m, FINAL_LAYER) for m in encoders}
+    stored = encode_dataset(dataset, encoders, store, layers, dtype=config.store_dtype,
+                            batch_size=config.encode_batch_size, progress=progress)
+    towers = {m: tower_config(m, enc, layers[m], config.layer_mix.get(m, "concat")) for m, enc in encoders.items()}
+    return towers, stored
+
+
+def _fit_model(config: FitConfig, towers: dict[str, TowerConfig], parts: dict[str, FeatureSet],
+               metrics_path: Path, progress: bool) -> tuple[AlignedModel, list[dict[str, float]]]:
+    """The configured method on the train part (validated on val), logging each epoch to metrics.jsonl."""
+    metrics_path.write_text("")
+
+    def on_epoch(record: dict[str, float]) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    cfg = config.train
+    if cfg.device == "cpu" and config.device != "cpu":
+        cfg = replace(cfg, device=config.device)
+    model, info = fit_method(config.method, towers, parts["train"], parts.get("val"), cfg, on_epoch=on_epoch,
+                             progress=progress)
+    return model, info["result"].history if "result" in info else []
+
+
+def _save_run(out_dir: Path, dataset: AlignedDataset, config: FitConfig, split: dict[str, np.ndarray],
+              parts: dict[str, FeatureSet], model: AlignedModel,
+              baselines: dict[str, AlignedModel]) -> dict[str, dict[str, float]]:
+    """Test metrics of the model and each baseline, saved beside them; returns method -> metrics."""
+    test_fs = parts.get("test") or parts.get("val")
+    results = {config.method: _test_metrics(model, test_fs)}
+    results.update({name: _test_metrics(b, test_fs) for name, b in baselines.items()})
+    data_meta = {"dataset": dataset.name, "n_groups": {k: int(len(v)) for k, v in split.items()}}
+    model.metadata.update({**data_meta, "test_metrics": results[config.method], "split_seed": config.split_seed})
+    model.save_pretrained(out_dir)
+    for name, b in baselines.items():
+        b.metadata.update({**data_meta, "test_metrics": results[name]})
+        b.save_pretrained(out_dir / "baselines" / name)
+    atomic_write_json(out_dir / "results.json", {"split": "test" if "test" in parts else "val", "methods": results})
+    return results
+
+
+def tower_config(modality: str, encoder: Encoder, layer: str | list[str], mix: str) -> TowerConfig:
     """A tower description; several layers are checked against the mix mode (equal widths for "mean")."""
     dims = layer_dims(encoder, layer)
     check_mix(mix, dims)

@@ -21,7 +21,7 @@ import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,10 +31,13 @@ from modalign.align.trainer import TrainConfig, evaluate_features, train
 from modalign.data.column import AlignedDataset
 from modalign.encoders.base import FINAL_LAYER, Encoder
 from modalign.errors import ConfigError
+from modalign.features.pipeline import encode_dataset, feature_set
 from modalign.model import AlignedModel, TowerConfig
-from modalign.pipeline import encode_dataset, feature_set
-from modalign.utils.config import config_from_dict
+from modalign.utils.config import load_config
 from modalign.utils.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +55,7 @@ class ExtendConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtendConfig:
-        d = dict(d)
-        return config_from_dict(cls, d, "extend", train=TrainConfig.from_dict(d.pop("train", {})))
+        return load_config(cls, d, what="extend")  # nested defaults: this class's own (200 epochs ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +86,7 @@ def extended_model(model: AlignedModel, tower: TowerConfig) -> AlignedModel:
     return bigger.to(model.logit_scale.device)
 
 
-def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Any, modality: str = "audio",
+def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: EmbeddingStore, modality: str = "audio",
                        encoder: str | Encoder = "logmel", anchors: Sequence[str] = ("text",),
                        config: ExtendConfig | None = None, split: Mapping[str, np.ndarray] | None = None,
                        progress: bool = True) -> AlignedModel:
@@ -96,7 +98,7 @@ def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Any,
     metadata["extend"]["test_metrics"].
     """
     from modalign.encoders.registry import create_encoder
-    from modalign.fit import _tower
+    from modalign.workflows.fit import tower_config
 
     cfg = config or ExtendConfig()
     anchors = list(anchors)
@@ -123,7 +125,7 @@ def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Any,
     parts = {k: feature_set(dataset, train_stored, v) for k, v in split.items() if len(v)}
     if "train" not in parts:
         raise ConfigError("the split has no training groups")
-    tower = replace(_tower(modality, enc, cfg.layer, "concat"),
+    tower = replace(tower_config(modality, enc, cfg.layer, "concat"),
                     projector=replace(cfg.train.projector, out_dim=model.embed_dim))
     seed_everything(cfg.train.seed)  # the new projector's initial weights depend on the seed
     bigger = extended_model(model, tower)

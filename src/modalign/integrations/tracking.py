@@ -1,6 +1,6 @@
 """Experiment tracking: a training run's per-epoch records as TensorBoard scalars (extra `tracking`).
 
-    from modalign.tracking import TensorBoardLogger
+    from modalign.integrations.tracking import TensorBoardLogger
     with TensorBoardLogger("runs/tux/tb") as tb:
         train(model, train_fs, val_fs, cfg, on_epoch=tb)      # or fit(...) with its own on_epoch chained
 

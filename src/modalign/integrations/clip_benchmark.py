@@ -1,7 +1,7 @@
 """A saved AlignedModel as a CLIP_benchmark model type ("modalign"), so its own datasets, metrics and
 flat JSON results apply unchanged (pip install "modalign[clip-benchmark]").
 
-    from modalign.clip_benchmark import register
+    from modalign.integrations.clip_benchmark import register
     register()            # adds "modalign" to clip_benchmark.models.TYPE2FUNC / MODEL_TYPES
     # then, in Python: clip_benchmark.cli.main() with sys.argv, or the metrics functions directly, e.g.
     #   --model_type modalign --model modalign --pretrained runs/tux --dataset wds/mydata --dataset_root DIR
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from modalign.integrations.openclip import OpenCLIPStyleModel, Preprocess, Tokenizer, _load
 from modalign.model import AlignedModel
-from modalign.openclip import OpenCLIPStyleModel, Preprocess, Tokenizer, _load
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def register() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLIP_benchmark's CLI with "modalign" registered: python -m modalign.clip_benchmark eval --model_type modalign ..."""
+    """CLIP_benchmark's CLI with "modalign" registered: python -m modalign.integrations.clip_benchmark eval --model_type modalign ..."""
     import sys
 
     register()

@@ -76,7 +76,7 @@ class Tokenizer:
 def _load(path: str | Path | AlignedModel, device: str) -> AlignedModel:
     if isinstance(path, AlignedModel):
         return path
-    from modalign.hub import from_pretrained
+    from modalign.integrations.hub import from_pretrained
 
     return from_pretrained(path, device=device) if str(path).startswith("hf-hub:") else \
         AlignedModel.from_pretrained(path, device=device)

@@ -24,8 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from modalign.align.projectors import ProjectorConfig, fit_input_statistics
-from modalign.data.column import AlignedDataset
+from modalign.data.column import AlignedDataset, Column
+from modalign.encoders.base import Encoder
 from modalign.model import AlignedModel, TowerConfig
+from modalign.store import EmbeddingStore
+from modalign.utils.layer_spec import LayerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +49,9 @@ class CompatConfig:
         return {**asdict(self), "projector": self.projector.to_dict()}
 
 
-def stored_features(store: Any, column: Any, encoder: Any, layer: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def stored_features(store: EmbeddingStore, column: Column, encoder: Encoder, layer: LayerSpec, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) frozen features of the rows the encoder could read, and those rows."""
-    from modalign.pipeline import encode_column, valid_rows
+    from modalign.features.pipeline import encode_column, valid_rows
 
     entry = encode_column(store, column, encoder, layer, progress=False)
     rows = valid_rows(entry, rows)
@@ -64,10 +67,10 @@ def compat_loss(pred: torch.Tensor, target: torch.Tensor, cfg: CompatConfig) -> 
     return nce + cfg.l2_weight * (p - t).pow(2).sum(-1).mean()
 
 
-def train_compat(old: AlignedModel, old_dir: str | Path, new_encoder: Any, dataset: AlignedDataset, store: Any,
+def train_compat(old: AlignedModel, old_dir: str | Path, new_encoder: Any, dataset: AlignedDataset, store: EmbeddingStore,
                  train_groups: np.ndarray, cfg: CompatConfig | None = None) -> AlignedModel:
     """A bundle: image tower = `new_encoder` + a projector into `old`'s space; text tower = old's."""
-    from modalign.layermix import create_tower_module
+    from modalign.align.layer_mix import create_tower_module
     from modalign.search.index import space_hash
 
     cfg = cfg or CompatConfig()

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalign.data.column import AlignedDataset, LabelledDataset
 from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.evaluate.zeroshot import class_embeddings, load_templates, zeroshot_metrics
-from modalign.pipeline import encode_column, feature_set, valid_rows
+from modalign.features.pipeline import encode_column, feature_set, valid_rows
+
+if TYPE_CHECKING:
+    from modalign.model import AlignedModel
+    from modalign.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def share_encoders(models: Sequence[Any]) -> None:
                 loaded[key] = model.encoder(modality)
 
 
-def evaluate_retrieval(model: Any, dataset: AlignedDataset, store: Any, groups: np.ndarray | None = None,
+def evaluate_retrieval(model: AlignedModel, dataset: AlignedDataset, store: EmbeddingStore, groups: np.ndarray | None = None,
                        image: str = "image", text: str = "text", batch_size: int = 32,
                        progress: bool = True) -> dict[str, float]:
     """Image<->text recall@1/5/10 on `groups` of the data set (all groups when None)."""
@@ -45,7 +49,7 @@ def evaluate_retrieval(model: Any, dataset: AlignedDataset, store: Any, groups: 
     return out
 
 
-def zeroshot_logits_inputs(model: Any, dataset: LabelledDataset, store: Any, batch_size: int = 32,
+def zeroshot_logits_inputs(model: AlignedModel, dataset: LabelledDataset, store: EmbeddingStore, batch_size: int = 32,
                            progress: bool = True, modality: str = "image",
                            rows: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """(projected image embeddings, labels, row indices) for the encodable items of a labelled set.
@@ -60,7 +64,7 @@ def zeroshot_logits_inputs(model: Any, dataset: LabelledDataset, store: Any, bat
     return emb, dataset.labels[rows], rows
 
 
-def evaluate_zeroshot(model: Any, dataset: LabelledDataset, store: Any,
+def evaluate_zeroshot(model: AlignedModel, dataset: LabelledDataset, store: EmbeddingStore,
                       templates: str | Sequence[str] = "default", batch_size: int = 32,
                       progress: bool = True, modality: str = "image",
                       rows: np.ndarray | None = None) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The Hugging Face Hub: push a saved AlignedModel with a model card, load one by "hf-hub:org/name".
 
-    from modalign.hub import push_to_hub, from_pretrained
+    from modalign.integrations.hub import push_to_hub, from_pretrained
     push_to_hub(model, "org/tux-effnet-minilm")                  # needs a token (huggingface-cli login)
     model = from_pretrained("hf-hub:org/tux-effnet-minilm")      # snapshot_download + AlignedModel.from_pretrained
     model = from_pretrained("runs/tux")                          # a local folder works too
@@ -15,25 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from modalign.model import AlignedModel
+from modalign.utils.hub import HUB_PREFIX, hf_module, resolve
 
 logger = logging.getLogger(__name__)
 
-HUB_PREFIX = "hf-hub:"
 CARD_NAME = "README.md"
-
-
-def _hf():
-    try:
-        import huggingface_hub
-    except ImportError as e:
-        raise ImportError("the Hugging Face Hub needs huggingface_hub: pip install 'modalign[hub]'") from e
-    return huggingface_hub
 
 
 def model_card(model: AlignedModel, repo_id: str | None = None) -> str:
@@ -61,7 +52,7 @@ def model_card(model: AlignedModel, repo_id: str | None = None) -> str:
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     else:
         lines.append("not recorded")
-    lines += ["", "## How to use", "", "```python", "from modalign.hub import from_pretrained", "",
+    lines += ["", "## How to use", "", "```python", "from modalign.integrations.hub import from_pretrained", "",
               f"model = {load}", 'img = model.encode_image(["cat.png"])         # (N, D), L2-normalised',
               'txt = model.encode_text(["a cat", "a car"])', "model.similarity(img, txt)", "```", ""]
     return "\n".join(lines)
@@ -77,7 +68,7 @@ def save_for_hub(model: AlignedModel, directory: str | Path, repo_id: str | None
 def push_to_hub(model: AlignedModel, repo_id: str, token: str | None = None, private: bool = False,
                 revision: str | None = None, commit_message: str = "Upload modalign model") -> str:
     """Creates `repo_id` (if needed) and uploads the model folder with its card; returns the commit URL."""
-    hf = _hf()
+    hf = hf_module()
     api = hf.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     with tempfile.TemporaryDirectory(prefix="modalign-hub-") as tmp:
@@ -87,28 +78,7 @@ def push_to_hub(model: AlignedModel, repo_id: str, token: str | None = None, pri
     return str(info)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
-
-def resolve(spec: str | Path, cache_dir: str | Path | None = None, local_dir: str | Path | None = None,
-            revision: str | None = None, token: str | None = None, offline: bool | None = None) -> Path:
-    """"hf-hub:org/name" -> a local folder (downloaded or from the cache); any other spec is a local path."""
-    spec = str(spec)
-    if not spec.startswith(HUB_PREFIX):
-        return Path(spec)
-    repo_id = spec[len(HUB_PREFIX):]
-    if local_dir is not None:
-        return Path(local_dir)
-    hf = _hf()
-    offline = _offline() if offline is None else offline
-    try:
-        return Path(hf.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                         local_files_only=offline))
-    except Exception as e:  # LocalEntryNotFoundError, RepositoryNotFoundError, network errors
-        where = f"the local cache {cache_dir or '(default)'}" if offline else "the Hub"
-        raise FileNotFoundError(f"could not get {repo_id!r} from {where}: {e}. Check the repo id, log in for a "
-                                "private repo, or pass local_dir= a folder in hub layout") from e
 
 
 def from_pretrained(spec: str | Path, cache_dir: str | Path | None = None, local_dir: str | Path | None = None,

@@ -1,0 +1,1 @@
+"""Bridges to other tools: the model hub, an open_clip-like interface, CLIP_benchmark, TensorBoard."""

@@ -1,0 +1,1 @@
+"""Jobs that wire the layers together: fit, extend, quickstart, evaluate on raw data, encoder upgrade."""
