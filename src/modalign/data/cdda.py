@@ -5,6 +5,8 @@ CC-BY-SA-3.0): ~30k image-text pairs of ~6k things, each drawn in up to 10 pixel
     load_dataset("cdda?tilesets=Cuteclysm,ChibiUltica")  only these tile sets (a held-out style)
     load_dataset("cdda?exclude_tilesets=Cuteclysm")      all but these (train on the other styles)
     load_dataset("cdda-categories")                      sprites labelled by item category, for zero-shot
+    load_dataset("cdda-instyle") / ("cdda-xstyle")       the built-in cross-style split: all tile sets but
+                                                         Cuteclysm and HitButton_iso / only those two
 
 One group per item or monster (group name "item/yogurt", "monster/mon_zombie"): its sprites in every tile
 set are the group's images and "name: description" its one caption, so a split never puts an item on both
@@ -34,6 +36,9 @@ CDDA_ROOT = Path("/usr/share/games/cataclysm-dda")
 CDDA_PACKAGE = "cataclysm-dda-data"
 SPRITE_SIZE = 224  # pixels of the cached square sprites (the default encoders' input size)
 DEFAULT_EXCLUDED = ("ASCIITileset",)  # letters on a grid, not drawings
+# the styles held out by the built-in cross-style split (cdda-instyle / cdda-xstyle): two tile sets unlike
+# the others (round cartoon; isometric), none of them a derivative of another tile set
+CROSS_STYLE_TILESETS = ("Cuteclysm", "HitButton_iso")
 # left out of the zero-shot view: "other" is no class a prompt can describe
 ZEROSHOT_EXCLUDED = ("other",)
 KINDS = ("item", "monster")

@@ -97,6 +97,20 @@ class AlignedDataset:
             start = end
         return out
 
+    def take_groups(self, groups: np.ndarray | Sequence[int]) -> AlignedDataset:
+        """A data set of only these groups (renumbered 0..len(groups)-1, in the order given), every column."""
+        groups = np.asarray(groups, dtype=np.int64)
+        renumber = np.full(self.n_groups, -1, dtype=np.int64)
+        renumber[groups] = np.arange(len(groups))
+        columns = {}
+        for m, col in self.columns.items():
+            rows = np.flatnonzero(renumber[col.groups] >= 0)
+            taken = col.take(rows)
+            columns[m] = Column(m, taken.ids, taken.items, renumber[col.groups[rows]])
+        labels = None if self.group_labels is None else self.group_labels[groups]
+        return AlignedDataset(self.name, columns, [self.group_names[g] for g in groups], labels, self.classnames,
+                              self.root)
+
     def rows_of_groups(self, modality: str, groups: np.ndarray) -> np.ndarray:
         """Row indices of `modality`'s column whose group is in `groups`."""
         return np.flatnonzero(np.isin(self.column(modality).groups, groups))

@@ -1,9 +1,10 @@
-"""Open Clip Art Library 0.18 (Debian packages openclipart-png + openclipart-svg, public domain): ~4k
-drawings with a caption from their title and keywords, labelled by category folder.
+"""Open Clip Art Library 0.18 (Debian package openclipart-svg, optionally openclipart-png; public domain):
+~3.5k drawings with a caption from their title and keywords, labelled by category folder.
 
-    /usr/share/openclipart/png/<category>/<sub>/X.png    the drawing (transparent background)
-    /usr/share/openclipart/svg/<category>/<sub>/X.svg    its source, whose RDF metadata holds
-                                                         dc:title, dc:description, dc:subject keywords
+    /usr/share/openclipart/svg/<category>/<sub>/X.svg    the drawing, whose RDF metadata holds
+                                                         dc:title, dc:subject keywords
+    /usr/share/openclipart/png/<category>/<sub>/X.png    the same drawing as PNG (openclipart-png, 130 MB):
+                                                         used when installed, else the SVG is rendered
 
 Left out (counted): icon themes (computer/icons), gradients, patterns and templates (special/), geometric
 shapes (shapes/), playing cards (recreation/games/cards), the unsorted/duplicates folder, and links or
@@ -33,7 +34,7 @@ from modalign.errors import MissingDataError
 logger = logging.getLogger(__name__)
 
 OPENCLIPART_ROOT = Path("/usr/share/openclipart")
-OPENCLIPART_PACKAGES = "openclipart-png openclipart-svg"
+OPENCLIPART_PACKAGES = "openclipart-svg"  # + openclipart-png for ready-made PNGs (no SVG rendering)
 EXCLUDED = ("computer/icons/", "special/", "shapes/", "recreation/games/cards/", "unsorted/duplicates/")
 # top-level folders that are no class a prompt can describe (left out of the labelled view)
 UNLABELLED = ("unsorted", "special")
@@ -51,8 +52,8 @@ _CLIPART_BY = re.compile(r"^(?:clip\s*art|clipart)\b.*?\s-\s*(.+)$", re.IGNORECA
 
 @dataclass(frozen=True)
 class Drawing:
-    id: str  # path relative to png/, e.g. "food/fruit/apple.png"
-    image: Path
+    id: str  # path relative to svg/, e.g. "food/fruit/apple.svg"
+    image: Path  # png/<id>.png when installed, else svg/<id>
     title: str
     keywords: tuple[str, ...]
     category: str  # top-level folder
@@ -64,11 +65,11 @@ class Drawing:
 
 def _check_root(root: str | os.PathLike) -> Path:
     path = Path(root).expanduser()
-    if not (path / "png").is_dir() or not (path / "svg").is_dir():
+    if not (path / "svg").is_dir():
         raise MissingDataError(
-            f"Open Clip Art not found at {path} (it needs png/ and svg/). Install it with `sudo apt-get install "
-            f"{OPENCLIPART_PACKAGES}` (Debian/Ubuntu; `make data` does it), or pass root= the folder holding png/ "
-            f"and svg/"
+            f"Open Clip Art not found at {path} (no svg/ folder). Install it with `sudo apt-get install "
+            f"{OPENCLIPART_PACKAGES}` (Debian/Ubuntu; `make setup` does it; add openclipart-png for ready-made "
+            f"PNGs), or pass root= the folder holding svg/"
         )
     return path
 
@@ -119,19 +120,19 @@ def _keywords(raw: list[str], title: str) -> tuple[str, ...]:
 
 
 def _candidates(root: Path, skips: SkipCounter) -> list[tuple[str, Path]]:
-    """(relative id, png path) of every drawing not left out, links and byte copies removed."""
+    """(relative id, svg path) of every drawing not left out, links and byte copies removed."""
     seen_real: set[Path] = set()
     seen_bytes: set[str] = set()
     out = []
-    for png in sorted((root / "png").rglob("*.png")):
-        rel = png.relative_to(root / "png").as_posix()
+    for svg in sorted((root / "svg").rglob("*.svg")):
+        rel = svg.relative_to(root / "svg").as_posix()
         if any(rel.startswith(prefix) for prefix in EXCLUDED):
             skips.add(f"left out: {next(p for p in EXCLUDED if rel.startswith(p)).rstrip('/')}", rel)
             continue
         if "/" not in rel:
             skips.add("not in a category folder", rel)
             continue
-        real = png.resolve()
+        real = svg.resolve()
         if real in seen_real:
             skips.add("link to a drawing already taken", rel)
             continue
@@ -141,7 +142,7 @@ def _candidates(root: Path, skips: SkipCounter) -> list[tuple[str, Path]]:
             skips.add("byte-identical copy", rel)
             continue
         seen_bytes.add(digest)
-        out.append((rel, png))
+        out.append((rel, svg))
     return out
 
 
@@ -149,7 +150,7 @@ def scan_drawings(root: str | os.PathLike = OPENCLIPART_ROOT, skips: SkipCounter
     """Every kept drawing with a caption, sorted by path."""
     path = _check_root(root)
     skips = skips if skips is not None else SkipCounter("drawings")
-    metas = {rel: _metadata(path / "svg" / Path(rel).with_suffix(".svg")) for rel, _ in _candidates(path, skips)}
+    metas = {rel: _metadata(svg) for rel, svg in _candidates(path, skips)}
     title_counts = Counter(clean_title(t).lower() for t, _, _ in metas.values())
     drawings = []
     for rel, (title, creator, keywords) in metas.items():
@@ -159,7 +160,9 @@ def scan_drawings(root: str | os.PathLike = OPENCLIPART_ROOT, skips: SkipCounter
         if not name:
             skips.add("no title", rel)
             continue
-        drawings.append(Drawing(rel, path / "png" / rel, name, _keywords(keywords, name), rel.split("/", 1)[0]))
+        png = (path / "png" / rel).with_suffix(".png")
+        image = png if png.is_file() else path / "svg" / rel
+        drawings.append(Drawing(rel, image, name, _keywords(keywords, name), rel.split("/", 1)[0]))
     return drawings
 
 
@@ -168,7 +171,7 @@ def _scan(root: str | os.PathLike) -> tuple[Path, list[Drawing], SkipCounter]:
     drawings = scan_drawings(root, skips)
     skips.log(logger, "openclipart", level=logging.INFO)  # the left-out folders are expected
     if not drawings:
-        raise MissingDataError(f"no drawings under {Path(root) / 'png'}; are {OPENCLIPART_PACKAGES} fully installed?")
+        raise MissingDataError(f"no drawings under {Path(root) / 'svg'}; is {OPENCLIPART_PACKAGES} fully installed?")
     return _check_root(root), drawings, skips
 
 

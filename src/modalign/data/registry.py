@@ -42,19 +42,22 @@ class DatasetEntry:
     loader: DatasetLoader
     kind: DatasetKind  # "pairs": returns an AlignedDataset; "labelled": a LabelledDataset; "any": depends on data
     description: str
+    qualifier: str | None = None  # "NAME:VALUE" passes VALUE as this loader option (iconify:mdi -> sets="mdi")
 
 
 # the built-in data sets register themselves in modalign.data.builtin, imported on first lookup
 DATASETS: Registry[DatasetEntry] = Registry("data set", plugins=["modalign.data.builtin"])
 
 
-def register_dataset(name: str, loader: DatasetLoader, kind: DatasetKind = "pairs", description: str = "") -> None:
-    """Registers a named data set; `loader(**options)` must return an AlignedDataset or a LabelledDataset."""
+def register_dataset(name: str, loader: DatasetLoader, kind: DatasetKind = "pairs", description: str = "",
+                     qualifier: str | None = None) -> None:
+    """Registers a named data set; `loader(**options)` must return an AlignedDataset or a LabelledDataset.
+    With `qualifier`, "name:VALUE" loads it with that option set to VALUE."""
     if kind not in KINDS:
         raise ConfigError(f"data set kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not name or "?" in name or name.startswith("hf:"):
         raise ConfigError(f"bad data set name {name!r}: it must be non-empty, without '?' and not start with 'hf:'")
-    DATASETS.register(name, DatasetEntry(name, loader, kind, description), description=description)
+    DATASETS.register(name, DatasetEntry(name, loader, kind, description, qualifier), description=description)
 
 
 def list_datasets(pattern: str | None = None) -> list[DatasetEntry]:
@@ -87,6 +90,9 @@ def resolve_dataset(spec: str) -> tuple[DatasetEntry, dict[str, Any]]:
     body, options = parse_dataset_spec(spec)
     if body in DATASETS:
         return DATASETS.get(body), options
+    family, _, value = body.partition(":")
+    if value and family in DATASETS and DATASETS.get(family).qualifier:
+        return DATASETS.get(family), {DATASETS.get(family).qualifier: value, **options}
     if body.startswith("hf:"):
         from modalign.data.hf import load_hf_dataset
 

@@ -1,0 +1,80 @@
+"""The benchmark suite on a model trained on a few real Tux Paint stamps, over tiny samples of real sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalign.data import load_dataset, load_pairs
+from modalign.errors import ConfigError
+from modalign.store import EmbeddingStore
+from modalign.workflows.suite import (
+    SUITE,
+    SuiteConfig,
+    held_out_groups,
+    read_run_split,
+    run_suite,
+    select_benchmarks,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tux_images) -> tuple[Path, EmbeddingStore]:
+    """A model trained for two epochs on 12 stamps (a pairs file, so its split names those stamps)."""
+    import shutil
+
+    from conftest import caption_of
+    from modalign.align.trainer import TrainConfig
+    from modalign.workflows.fit import FitConfig, fit
+
+    root = tmp_path_factory.mktemp("suite")
+    rows = ["image,caption"]
+    for png in tux_images:
+        shutil.copy(png, root / png.name)
+        rows.append(f'{png.name},"{caption_of(png)}"')
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    store = EmbeddingStore(root / "store")
+    config = FitConfig(train=TrainConfig(epochs=2, batch_size=8), baselines=[])
+    fit(load_pairs(root / "pairs.csv"), config, root / "run", store, progress=False, plots=False)
+    return root / "run", store
+
+
+def test_suite_scores_installed_sets_and_skips_missing_ones(tiny_run, tmp_path, monkeypatch):
+    from modalign.model import AlignedModel
+
+    run_dir, store = tiny_run
+    monkeypatch.setenv("MODALIGN_CACHE", str(tmp_path / "empty-cache"))  # no Iconify package here
+    monkeypatch.chdir(tmp_path)  # nor a node_modules folder
+    model = AlignedModel.from_pretrained(run_dir)
+    config = SuiteConfig(benchmarks=["digits", "openclipart", "iconify-categories"], max_items=20, max_groups=6)
+    result = run_suite(model, store, config, run_dir=run_dir, progress=False)
+    assert set(result.results) == {"digits", "openclipart"} and set(result.tasks) == set(config.benchmarks)
+    assert "npm pack @iconify/json" in result.skipped["iconify-categories"]
+    digits = result.results["digits"]
+    assert digits["n_images"] == 20 and digits["n_classes"] == 10 and 0 <= digits["acc1"] <= digits["acc5"] <= 1
+    clipart = result.results["openclipart"]
+    assert clipart["n_images"] == clipart["n_texts"] == 6  # six test drawings, one caption each
+    for k in ("image_retrieval_recall@1", "text_retrieval_recall@5", "mean_recall@1"):
+        assert 0 <= clipart[k] <= 1
+    assert clipart["image_retrieval_recall@5"] >= clipart["image_retrieval_recall@1"]
+
+
+def test_test_groups_follow_the_run_split(tiny_run):
+    run_dir, _ = tiny_run
+    trained_on, split = read_run_split(run_dir)
+    assert trained_on == "pairs" and split is not None
+    pairs = load_pairs(run_dir.parent / "pairs.csv")
+    groups = held_out_groups(pairs, split)
+    assert sorted(pairs.group_names[g] for g in groups) == sorted(split["test"])
+    tux = load_dataset("tuxpaint")
+    default = held_out_groups(tux, None)  # a set the model never saw: the default split's test part
+    assert np.array_equal(default, tux.split({"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)["test"])
+
+
+def test_select_benchmarks():
+    assert [b.name for b in select_benchmarks(["cdda*"])] == ["cdda-categories", "cdda", "cdda-xstyle"]
+    assert len(select_benchmarks(None)) == len(SUITE)
+    with pytest.raises(ConfigError, match="no benchmark matches 'nope'|no benchmark matches nope"):
+        select_benchmarks(["nope"])
