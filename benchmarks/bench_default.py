@@ -14,7 +14,7 @@ auto+mlp = auto with the trained MLP as a third part, opt-in: --methods) and the
 deterministic given the training data, so they run once per split; the trained MLP runs for each
 training seed (--seeds, default 0 1 2) on each split: mean ± std are over 5 runs (closed forms) and
 15 runs (MLP). --fractions adds a data-size sweep: a seeded random fraction of the training groups
-(seed = split seed), the same val and test. auto's choice is "right" on a split when no other recipe it
+(seed = split seed), the same val and test (--sweep-seeds: fewer MLP seeds there, to save time). auto's choice is "right" on a split when no other recipe it
 could have taken (bridge+kcca, kcca, bridge) scores higher on the test split (the recipe auto chose is
 the very same fit as auto, so its row is copied from auto's rather than refitted).
 Every run is appended to --cache (JSON lines) and reused on a rerun, so a long run can be resumed.
@@ -108,9 +108,10 @@ class Context:
 
     def category_zs(self, name: str, dataset: Any, test: FeatureSet) -> ZeroShotEvaluator | None:
         """Zero-shot over the data set's categories on the test split's images (None without labels)."""
-        if dataset.group_labels is None or name not in ZS:
+        base = name.split("?")[0]  # "cdda?tilesets=A,B" -> "cdda"
+        if dataset.group_labels is None or base not in ZS:
             return None
-        templates, excluded = ZS[name]
+        templates, excluded = ZS[base]
         keep = [i for i, c in enumerate(dataset.classnames) if c not in excluded]
         labels = dataset.group_labels[test.groups["image"].numpy()]
         rows = np.flatnonzero(np.isin(labels, keep))
@@ -150,7 +151,8 @@ def run_dataset(ctx: Context, name: str, args: argparse.Namespace, cache: dict[s
             train = subset(parts["train"], frac, split_seed)
             n_pairs = len(train.all_pairs("image", "text")[0])
             for method in methods:
-                for seed in (args.seeds if method in TRAINED else [0]):
+                seeds = (args.seeds if frac >= 1.0 else args.sweep_seeds or args.seeds) if method in TRAINED else [0]
+                for seed in seeds:
                     key = f"{name}|{frac}|{split_seed}|{seed}|{method}"
                     auto_key = f"{name}|{frac}|{split_seed}|0|auto"
                     if key not in cache:
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="split seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (trained methods)")
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="fractions of the training groups")
+    p.add_argument("--sweep-seeds", type=int, nargs="+", default=None,
+                   help="training seeds of trained methods below the full fraction (default: --seeds)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--cache", type=Path, default=BENCH_DIR / ".cache" / "default_runs.jsonl")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "default.json")

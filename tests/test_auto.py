@@ -139,3 +139,23 @@ def test_auto_ensemble_saves_reloads_and_ignores_the_test_split(tmp_path, tux_im
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0)
+
+
+def test_finetune_starts_exactly_at_the_closed_form_map():
+    """With a zero learning rate the trained head is still the Procrustes map it started from."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(60, 8, generator=g)
+    x, y = z @ torch.randn(8, 48, generator=g), z @ torch.randn(8, 24, generator=g)
+    groups = torch.arange(60)
+    train = FeatureSet({"image": x[:40], "text": y[:40]}, {"image": groups[:40], "text": groups[:40]})
+    val = FeatureSet({"image": x[40:], "text": y[40:]}, {"image": groups[40:], "text": groups[40:]})
+    towers = {"image": TowerConfig("image", "img", FINAL_LAYER, 48, "fp-i"),
+              "text": TowerConfig("text", "txt", FINAL_LAYER, 24, "fp-t")}
+    start, _ = fit_method("procrustes", towers, train, val, TrainConfig())
+    tuned, info = fit_method("finetune", towers, train, val, TrainConfig(epochs=2, lr=0.0, batch_size=16),
+                             progress=False)
+    assert tuned.towers["image"].projector.type == "lowrank" and info["finetune"]["init"] == "procrustes"
+    for m, feats in (("image", x[40:]), ("text", y[40:])):
+        torch.testing.assert_close(tuned.project(m, feats), start.project(m, feats), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="procrustes, cca or ridge"):
+        fit_method("finetune", towers, train, val, TrainConfig(), options={"init": "kcca"})
