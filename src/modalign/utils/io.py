@@ -12,6 +12,26 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """The mode a plain open() would give: `base` (0o666 files, 0o777 folders) less the umask. Temp files
+    and folders start as 0600/0700; renamed into place they get this, as if written directly."""
+    return base & ~current_umask()
+
+
 class NotARegularFile(OSError):
     """A path that is a FIFO, a device or a folder where a file's bytes were expected."""
 
@@ -38,6 +58,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, umask_mode(0o666))  # mkstemp's 0600 would hide the file from the user's group
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
