@@ -83,7 +83,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     store = EmbeddingStore(args.store)
     if not (args.base / "config.json").is_file():
-        fit(load_tuxpaint(), FitConfig(baselines=[]), args.base, store, progress=False, plots=False)
+        fit(load_tuxpaint(), FitConfig(baselines=[]), args.base, store, progress=False, plots=False, overwrite=True)
     base = AlignedModel.from_pretrained(args.base)
     ds = load_tuxpaint(with_sounds=True)
     audio_groups = ds.column("audio").groups

@@ -169,7 +169,7 @@ def test_nan_features_are_refused_naming_the_rows(method):
 
 
 def test_a_loss_that_overflows_stops_training_with_a_clear_error():
-    from modalign.align.losses import _LOSSES, InfoNCELoss, register_loss
+    from modalign.align.losses import LOSSES, InfoNCELoss, register_loss
     from modalign.errors import NonFiniteError
 
     @register_loss("test-overflowing")
@@ -185,5 +185,5 @@ def test_a_loss_that_overflows_stops_training_with_a_clear_error():
         with pytest.raises(NonFiniteError, match=r"loss became inf at epoch 1, step 4"):
             train(model, tr, va, TrainConfig(epochs=3, batch_size=16, loss="test-overflowing"), progress=False)
     finally:
-        _LOSSES.pop("test-overflowing")
+        LOSSES.remove("test-overflowing")
     assert all(torch.isfinite(p).all() for p in model.state_dict().values())  # stopped before the weights

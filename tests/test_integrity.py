@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -259,3 +260,24 @@ def test_edited_bundles_fail_fast_naming_file_and_field(tmp_path, saved_model, c
         AlignedModel.from_pretrained(folder)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200, f"{case}: peak memory grew by {grown_mb:.0f} MB before failing"
+
+
+# ---- file modes ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path, umask):
+    from modalign.align.projectors import ProjectorConfig
+    from modalign.model import AlignedModel, TowerConfig
+    from modalign.utils.io import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        tower = TowerConfig("image", "enc", "final", 4, "fp", ProjectorConfig(type="linear", out_dim=2))
+        AlignedModel({"image": tower}).save_pretrained(tmp_path / "model")
+        (tmp_path / "plain.txt").write_text("as open() makes it")
+    finally:
+        os.umask(old)
+    expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    for p in (tmp_path / "a.json", tmp_path / "model" / "config.json", tmp_path / "model" / "model.safetensors"):
+        assert p.stat().st_mode & 0o777 == expected, p

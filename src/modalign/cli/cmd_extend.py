@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--anchor", action="append", metavar="MODALITY",
                    help="frozen tower(s) to align against; repeat for several (default: text)")
     p.add_argument("--loss", default=None, help="training loss (default: infonce; symile needs two anchors)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the extended model")
+    p.add_argument("--out", required=True, type=Path, help="folder for the extended model (a new one)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     p.add_argument("--config", type=Path, help="TOML file with ExtendConfig fields (a [train] table for training)")
     p.add_argument("--epochs", type=int, help="max epochs (default: 200, early stopping on validation)")
     p.add_argument("--seed", type=int, help="training seed (default: 0)")
@@ -42,9 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modalign.data.registry import load_pairs_dataset
+    from modalign.errors import ConfigError
     from modalign.model import AlignedModel
     from modalign.utils.config import load_config, merge_dicts
+    from modalign.utils.io import staged_folder
     from modalign.workflows.extend import ExtendConfig, align_new_modality, split_by_names
+    from modalign.workflows.fit import is_run_folder, read_run_split
 
     raw = tomllib.loads(args.config.read_text()) if args.config else {}
     flags: dict[str, Any] = {"train": {f: getattr(args, f) for f in ("epochs", "seed", "loss")
@@ -56,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
     model = AlignedModel.from_pretrained(args.run_dir, device=args.device)
     dataset = load_pairs_dataset(args.pairs, **data_options(args))
     split = None
-    split_file = args.run_dir / "split.json"
-    if split_file.is_file():
-        split = split_by_names(dataset, json.loads(split_file.read_text()))
+    if (args.run_dir / "split.json").is_file():
+        split = split_by_names(dataset, read_run_split(args.run_dir, model.metadata))
+    if args.out.resolve() == args.run_dir.resolve():
+        raise ConfigError("--out must be a new folder, not the run being extended (it stays as it is)")
     bigger = align_new_modality(model, dataset, open_store(args), modality=args.modality, encoder=args.encoder,
                                 anchors=args.anchor or ["text"], config=cfg, split=split, progress=not args.quiet)
-    bigger.save_pretrained(args.out)
+    with staged_folder(args.out, overwrite=args.overwrite, belongs=is_run_folder) as work:
+        bigger.save_pretrained(work)  # written whole: a crash never leaves new weights beside an old config
     metrics = bigger.metadata["extend"]["test_metrics"]
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if "recall@" in k]
     print_table(rows, ["metric", "value"], title=f"held-out retrieval of the new {args.modality} tower")

@@ -110,9 +110,10 @@ def _upgrade(args: argparse.Namespace) -> int:
 
     old = AlignedModel.from_pretrained(args.old, device=args.device)
     data = load_pairs_dataset(args.pairs, **data_options(args))
-    split_file = args.old / "split.json"
-    if split_file.is_file():
-        names = set(json.loads(split_file.read_text())["train"])
+    if (args.old / "split.json").is_file():
+        from modalign.workflows.fit import read_run_split
+
+        names = set(read_run_split(args.old, old.metadata).get("train", []))
         groups = np.array([g for g, n in enumerate(data.group_names) if n in names], dtype=np.int64)
     else:
         groups = np.arange(data.n_groups)

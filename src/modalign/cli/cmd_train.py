@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "relative to the file), a saved HF dataset, or 'tuxpaint'")
     p.add_argument("--image-encoder", default=None, help="image encoder spec (default: effnet-lite0)")
     p.add_argument("--text-encoder", default=None, help="text encoder spec (default: minilm-l6)")
-    p.add_argument("--out", required=True, type=Path, help="run folder to write")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run folder to write (written whole: a crash leaves an earlier run untouched)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a run")
     p.add_argument("--config", type=Path, help="TOML file with FitConfig fields ([train] and [train.projector] tables)")
     p.add_argument("--recipe", help="a named recipe (default, freeze-align, structure, sail) or a recipe .toml: "
                                     "the base settings, which --config and flags override")
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     dataset = load_pairs_dataset(args.pairs, **data_options(args))
-    result = fit(dataset, cfg, args.out, open_store(args), progress=not args.quiet)
+    result = fit(dataset, cfg, args.out, open_store(args), progress=not args.quiet, overwrite=args.overwrite)
     rows = [{"method": m, **metrics} for m, metrics in result.results.items()]
     print_table(rows, RESULT_COLUMNS, title=f"held-out retrieval ({dataset.name}, test split)")
     print(f"model saved to {args.out} (load with AlignedModel.from_pretrained('{args.out}'))")

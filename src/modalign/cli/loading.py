@@ -36,10 +36,15 @@ def split_groups(run_dir: Path, split: str, dataset: AlignedDataset) -> np.ndarr
     """Group indices of `dataset` in the run's `split` (split.json); None for "all"."""
     if split == "all":
         return None
+    from modalign.workflows.fit import read_run_split
+
     split_file = run_dir / "split.json"
     if not split_file.is_file():
         raise ConfigError(f"--split {split} needs {split_file} (written by `modalign train`)")
-    names = set(json.loads(split_file.read_text())[split])
+    splits = read_run_split(run_dir)  # checked against the model's split hash: never another run's split
+    if split not in splits:
+        raise ConfigError(f"{split_file} has no {split!r} part; it has: {', '.join(splits)}")
+    names = set(splits[split])
     groups = np.array([i for i, n in enumerate(dataset.group_names) if n in names], dtype=np.int64)
     if len(groups) == 0:
         raise ConfigError(f"none of the {split} items of {split_file} are in this data set: is it the "

@@ -104,7 +104,9 @@ def open_image(source: Any, name: str = "", max_pixels: int = MAX_PIXELS) -> Ima
         raise ImageTooLarge(f"image too large: {name or 'image'}: {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         label = f"undecodable image {name}" if name else "undecodable image"
-        raise InvalidItem(f"{label}: {type(e).__name__}: {e}") from e
+        # PIL names the file object (<_io.BytesIO at 0x...>): say it without the address, so reasons repeat
+        cause = "not a known image format" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise InvalidItem(f"{label}: {type(e).__name__}: {cause}") from e
     return img
 
 

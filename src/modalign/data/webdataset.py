@@ -35,6 +35,7 @@ from modalign.data.pairs import caption_values
 from modalign.data.skips import SkipCounter, attach_skips
 from modalign.errors import ConfigError, MissingDataError
 from modalign.utils.hashing import hash_file, hash_json
+from modalign.utils.io import umask_mode
 from modalign.utils.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def extract_shard(shard: str, cache_dir: Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
+    tmp.chmod(umask_mode(0o777))  # renamed into place below: as readable as a folder made with mkdir
     try:
         if is_url(shard):
             with _fsspec().open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:

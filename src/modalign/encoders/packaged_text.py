@@ -25,6 +25,7 @@ from modalign.encoders.registry import register_encoder
 from modalign.encoders.sentence_transformers import SentenceTransformerEncoder
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_json
+from modalign.utils.io import umask_mode
 from modalign.utils.paths import cache_home
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def unpack_split_zip(parts: Sequence[Path], dest: Path) -> Path:
         raise ConfigError(f"{dest} exists but is not a complete unpacked model; delete it and retry")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    tmp.chmod(umask_mode(0o777))  # renamed into place: as readable as a folder made with mkdir
     try:
         archive = tmp / "archive.zip"
         with open(archive, "wb") as out:

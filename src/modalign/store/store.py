@@ -117,6 +117,13 @@ class EmbeddingStore:
         names = list(dict.fromkeys(encoder.resolve_layers(layers)))
         start = time.perf_counter()
         keys = {name: CacheKey.for_column(column, encoder, name, dtype) for name in names}
+        # entries that are already complete are read without taking their locks: a reader never waits for
+        # another process that holds them while it encodes other layers (manifests and shards are only
+        # ever replaced atomically, so a complete entry reads the same with or without the lock)
+        states = [self._inspect(name, keys[name], encoder.layer_info(name).dim, locked=False) for name in names]
+        if all(s.done for s in states):
+            yield EncodePlan(list(column.ids), states, ShardLayout(len(column), shard_size, batch_size), [], start)
+            return
         with ExitStack() as locks:
             for folder in sorted({self.path_of(k) for k in keys.values()}):
                 locks.enter_context(entry_lock(folder))
@@ -148,15 +155,19 @@ class EmbeddingStore:
             out[s.layer] = emb
         return out
 
-    def _inspect(self, layer: str, key: CacheKey, dim: int) -> _EntryState:
-        """Reads an entry's manifest (checking its key) and finds which shards are complete."""
+    def _inspect(self, layer: str, key: CacheKey, dim: int, locked: bool = True) -> _EntryState:
+        """Reads an entry's manifest (checking its key) and finds which shards are complete.
+
+        `locked`: we hold the entry's lock, so leftovers of killed writers and damaged shards may be
+        deleted; without it (a reader's look) nothing is changed on disk.
+        """
         folder = self.path_of(key)
         manifest = mf.read_manifest(folder, key)
         state = _EntryState(layer, key, folder, dim, manifest)
-        removed = remove_temp_files(folder)  # we hold the lock: temp files are a killed writer's leftovers
+        removed = remove_temp_files(folder) if locked else 0  # temp files are a killed writer's leftovers
         if removed:
             logger.debug("removed %d temp file(s) left in %s", removed, folder)
-        if manifest is None:
+        if manifest is None or (not locked and not manifest.complete):
             return state
         lay = manifest.layout
         for i in range(lay.n_shards):
@@ -164,6 +175,9 @@ class EmbeddingStore:
             if problem is None:
                 state.good.add(i)
                 continue
+            if not locked:
+                state.todo.add(i)
+                return state  # a writer (holding the lock) will look again and repair it
             if problem != "missing":
                 logger.warning("store entry %s: shard %d is damaged (%s); encoding it again", folder.name, i, problem)
                 remove_shard(folder, i)

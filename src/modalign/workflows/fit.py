@@ -13,6 +13,12 @@ The run folder is itself a loadable model (config.json + model.safetensors), plu
   curves.png         loss and validation recall per epoch of that run
   results.json       test-split retrieval of the model and of each baseline, flat, CLIP_benchmark names
   baselines/NAME/    each baseline as a loadable model (mlp, ridge, procrustes, cca, asif)
+
+The folder is written whole: everything goes into `.NAME.partial-PID-*` beside it, renamed into place
+when complete, so a crash (kill -9 included) leaves the previous run untouched and the partial folder
+clearly marked (an INCOMPLETE file; the next run removes it). An existing non-empty folder is replaced
+only with overwrite=True (`--overwrite`). The model's metadata records `split_hash`, the hash of
+split.json, so evaluating a split checks that the split is the one the model was trained on.
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.column import AlignedDataset
 from modalign.encoders.base import FINAL_LAYER, Encoder
 from modalign.encoders.layers import layer_dims
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, MismatchError
 from modalign.features.pipeline import Embeddings, encode_dataset, feature_set
 from modalign.model import AlignedModel, TowerConfig
 from modalign.utils.config import MERGE, load_config
-from modalign.utils.io import atomic_write_json
+from modalign.utils.hashing import hash_json
+from modalign.utils.io import atomic_write_json, staged_folder
 from modalign.utils.paths import user_path
 from modalign.workflows.methods import fit_method
 
@@ -95,20 +102,59 @@ def _check_split(split: dict[str, float]) -> None:
 
 
 def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: EmbeddingStore,
-        progress: bool = True, plots: bool = True) -> FitResult:
+        progress: bool = True, plots: bool = True, overwrite: bool = False) -> FitResult:
+    """Encodes, trains, fits the baselines and writes the run folder `out_dir` (whole: see the module doc)."""
     _check_split(config.split)
-    out_dir = user_path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "fit_config.json", {"dataset": dataset.name, **config.to_dict()})
     missing = [m for m in config.encoders if m not in dataset.columns]
     if missing:
         raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
+    out_dir = user_path(out_dir)
+    with staged_folder(out_dir, overwrite, belongs=is_run_folder) as work:
+        result = _fit_into(dataset, config, work, store, progress, plots)
+    logger.info("run folder complete: %s", out_dir)
+    return replace(result, out_dir=out_dir)
 
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds a run written by fit (or a saved model), i.e. may be replaced by a new run."""
+    return (folder / "fit_config.json").is_file() or (folder / "config.json").is_file()
+
+
+def split_hash(split: dict[str, list[str]]) -> str:
+    """Hash of a split as split.json holds it (split name -> group names): stored in the model's metadata."""
+    return hash_json({k: list(v) for k, v in split.items()})
+
+
+def read_run_split(run_dir: Path, metadata: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """A run's split.json (split name -> group names), checked against the split hash in `metadata` (the
+    model's, default: read from run_dir/config.json): a mismatch means the folder mixes two runs."""
+    from modalign.utils.artifacts import field, read_json_object
+
+    path = run_dir / "split.json"
+    raw = read_json_object(path, "run split")
+    split = {k: field(raw, k, list, str(path)) for k in raw}
+    if metadata is None:
+        cfg = read_json_object(run_dir / "config.json", "model config")
+        metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    expected = metadata.get("split_hash")
+    if expected is None:
+        logger.warning("%s: the model predates split hashes; cannot check that split.json is its own", run_dir)
+    elif expected != split_hash(split):
+        raise MismatchError(f"{path} is not the split the model in {run_dir} was trained on (hash {split_hash(split)}"
+                            f", model: {expected}): the folder mixes two runs, so train items could be scored as "
+                            "held out. Train again into a new folder (or with --overwrite)")
+    return split
+
+
+def _fit_into(dataset: AlignedDataset, config: FitConfig, out_dir: Path, store: EmbeddingStore,
+              progress: bool, plots: bool) -> FitResult:
+    atomic_write_json(out_dir / "fit_config.json", {"dataset": dataset.name, **config.to_dict()})
     t0 = time.perf_counter()
     towers, stored, encoders = _encode(dataset, config, store, progress)
     t_encode = time.perf_counter() - t0
     split = dataset.split(config.split, seed=config.split_seed)
-    atomic_write_json(out_dir / "split.json", {k: [dataset.group_names[g] for g in v] for k, v in split.items()})
+    split_names = {k: [dataset.group_names[g] for g in v] for k, v in split.items()}
+    atomic_write_json(out_dir / "split.json", split_names)
     parts = {k: feature_set(dataset, stored, v) for k, v in split.items() if len(v)}
     _log_sizes(parts)
 
@@ -131,14 +177,14 @@ def fit(dataset: AlignedDataset, config: FitConfig, out_dir: str | Path, store: 
         history = history or (base_info["result"].history if "result" in base_info else [])
     t_base = time.perf_counter() - t2
 
-    results = _save_run(out_dir, dataset, config, split, parts, model, baselines)
+    results = _save_run(out_dir, dataset, config, split_names, parts, model, baselines)
     if plots and history:
         from modalign.report.plots import plot_training_curves
 
         plot_training_curves(history, out_dir / "curves.png")
     seconds = {"encode": t_encode, "train": t_train, "baselines": t_base}
-    logger.info("fit done in %.1fs (encode %.1fs, train %.1fs, baselines %.1fs) -> %s",
-                sum(seconds.values()), t_encode, t_train, t_base, out_dir)
+    logger.info("fit done in %.1fs (encode %.1fs, train %.1fs, baselines %.1fs)",
+                sum(seconds.values()), t_encode, t_train, t_base)
     return FitResult(out_dir, model, baselines, results, split, history, seconds)
 
 
@@ -183,14 +229,15 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in info.items() if isinstance(v, str | int | float | bool | list | dict | None)}
 
 
-def _save_run(out_dir: Path, dataset: AlignedDataset, config: FitConfig, split: dict[str, np.ndarray],
+def _save_run(out_dir: Path, dataset: AlignedDataset, config: FitConfig, split: dict[str, list[str]],
               parts: dict[str, FeatureSet], model: AlignedModel,
               baselines: dict[str, AlignedModel]) -> dict[str, dict[str, float]]:
     """Test metrics of the model and each baseline, saved beside them; returns method -> metrics."""
     test_fs = parts.get("test") or parts.get("val")
     results = {config.method: _test_metrics(model, test_fs)}
     results.update({name: _test_metrics(b, test_fs) for name, b in baselines.items()})
-    data_meta = {"dataset": dataset.name, "n_groups": {k: int(len(v)) for k, v in split.items()}}
+    data_meta = {"dataset": dataset.name, "n_groups": {k: len(v) for k, v in split.items()},
+                 "split_hash": split_hash(split)}
     model.metadata.update({**data_meta, "test_metrics": results[config.method], "split_seed": config.split_seed})
     model.save_pretrained(out_dir)
     for name, b in baselines.items():

@@ -57,7 +57,7 @@ def run_quickstart(cfg: QuickstartConfig, store: EmbeddingStore, progress: bool 
     out = Path(cfg.out_dir)
     tux = load_tuxpaint()
     logger.info("Tux Paint: %d stamps with a caption, %d categories", tux.n_groups, len(tux.classnames or []))
-    run = fit(tux, cfg.fit, out / "model", store, progress=progress)
+    run = fit(tux, cfg.fit, out / "model", store, progress=progress, overwrite=True)  # its own folder: rerunnable
     models = {cfg.fit.method: run.model, **run.baselines}
     share_encoders(list(models.values()))
 
