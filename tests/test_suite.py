@@ -78,3 +78,24 @@ def test_select_benchmarks():
     assert len(select_benchmarks(None)) == len(SUITE)
     with pytest.raises(ConfigError, match="no benchmark matches 'nope'|no benchmark matches nope"):
         select_benchmarks(["nope"])
+
+
+def test_cli_eval_suite_and_datasets(tiny_run, tmp_path, capsys):
+    import json
+
+    from modalign.cli.main import main
+
+    run_dir, store = tiny_run
+    out = tmp_path / "suite.json"
+    rc = main(["eval", "suite", str(run_dir), "--benchmarks", "digits", "--max-items", "20", "--json", str(out),
+               "--store", str(store.root), "-q"])
+    assert rc == 0
+    saved = json.loads(out.read_text())
+    assert set(saved["results"]) == {"digits"} and saved["results"]["digits"]["n_images"] == 20
+    assert {"acc1", "acc5", "mean_per_class_recall"} <= set(saved["results"]["digits"])
+    assert out.with_suffix(".png").is_file()
+    assert "digits" in capsys.readouterr().out
+    assert main(["datasets", "--json"]) == 0
+    listing = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"cdda", "openclipart", "iconify", "kgeography", "asterisk-sounds", "digits"} <= set(listing)
+    assert listing["cdda"]["licence"] == "CC-BY-SA-3.0" and listing["digits"]["installed"] == "yes"

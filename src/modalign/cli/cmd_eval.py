@@ -1,4 +1,4 @@
-"""`modalign eval retrieval|zeroshot`: score a saved model (and its baselines) on raw data."""
+"""`modalign eval retrieval|zeroshot|suite`: score a saved model (and its baselines) on raw data."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ RETRIEVAL_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_reca
                      "image_retrieval_recall@10", "text_retrieval_recall@1", "text_retrieval_recall@5",
                      "text_retrieval_recall@10"]
 ZEROSHOT_COLUMNS = ["method", "acc1", "acc5", "mean_per_class_recall"]
+SUITE_COLUMNS = ["benchmark", "task", "n", "top1", "top5", "chance", "seconds", "status"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "JSON file with a list of templates containing {c}")
     z.add_argument("--limit", type=int, help="evaluate at most this many images (class-balanced)")
     _common_eval(z)
+    _add_suite(evsub)
     p.set_defaults(run=run)
+
+
+def _add_suite(evsub: argparse._SubParsersAction) -> None:
+    s = evsub.add_parser("suite", help="every installed built-in benchmark: zero-shot and test-split retrieval",
+                         description="Zero-shot classification on every installed labelled built-in set (Tux, "
+                                     "Fashion-MNIST, digits, Open Clip Art, Iconify, CDDA categories, KGeography "
+                                     "flags) and retrieval on each paired set's test split (the run's own split "
+                                     "when it was trained on that set; cdda-xstyle: tile sets never trained on). "
+                                     "A set whose package is missing is listed with its install command. "
+                                     "Prints one table, writes flat JSON per data set and a bar plot.")
+    s.add_argument("model", type=Path, help="run folder or saved model folder")
+    s.add_argument("--benchmarks", nargs="+", metavar="NAME",
+                   help="only these benchmarks (names or globs, e.g. 'cdda*'; default: all)")
+    s.add_argument("--max-items", type=int, default=1000,
+                   help="zero-shot: at most this many items per labelled set, class-balanced (0: all)")
+    s.add_argument("--max-groups", type=int, default=1000,
+                   help="retrieval: at most this many test groups per paired set (0: all)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the samples above")
+    s.add_argument("--json", type=Path, help="write the metrics here: {benchmark: {metric: value}}")
+    s.add_argument("--plot", type=Path, help="bar plot (default: next to --json, .png)")
+    s.add_argument("--batch-size", type=int, default=32)
+    add_common(s)
 
 
 def _common_eval(p: argparse.ArgumentParser) -> None:
@@ -51,8 +75,33 @@ def _common_eval(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def run_suite(args: argparse.Namespace) -> int:
+    from modalign.model import AlignedModel
+    from modalign.report.suite_plot import plot_suite
+    from modalign.workflows.suite import SuiteConfig, run_suite, suite_rows
+
+    config = SuiteConfig(benchmarks=args.benchmarks, max_items=args.max_items or None,
+                         max_groups=args.max_groups or None, seed=args.seed, batch_size=args.batch_size)
+    model = AlignedModel.from_pretrained(args.model, device=args.device)
+    result = run_suite(model, open_store(args), config, run_dir=args.model, progress=not args.quiet)
+    rows = suite_rows(result)
+    print_table(rows, SUITE_COLUMNS, title=f"modalign suite: {args.model}")
+    for name, reason in result.skipped.items():
+        print(f"{name}: {reason}")
+    write_json(args.json, {"model": str(args.model), **result.to_json()})
+    plot_path = args.plot or (args.json.with_suffix(".png") if args.json else None)
+    done = [r for r in rows if r["status"] == "ok"]
+    if plot_path and done:
+        plot_suite(done, plot_path, title=f"suite: {args.model}")
+        print(f"plot: {plot_path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from modalign.data.registry import load_labelled_dataset, load_pairs_dataset
+
+    if args.eval_task == "suite":
+        return run_suite(args)
     from modalign.workflows.evaluate import evaluate_retrieval, evaluate_zeroshot
 
     store = open_store(args)

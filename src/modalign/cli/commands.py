@@ -6,9 +6,10 @@ from __future__ import annotations
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("modalign.cli.cmd_quickstart", 'align EfficientNet-Lite0 and MiniLM on Tux Paint and report (runs offline)'),
     "encoders": ("modalign.cli.cmd_encoders", "list available encoders, or show one encoder's layers"),
+    "datasets": ("modalign.cli.cmd_datasets", "list the built-in data sets: size, licence, installed or how to install"),
     "encode": ("modalign.cli.cmd_encode", 'encode a data set into the embedding store (cached, resumable)'),
     "train": ("modalign.cli.cmd_train", 'train projectors that align an image and a text encoder on image-caption pairs'),
-    "eval": ("modalign.cli.cmd_eval", 'evaluate a saved model: retrieval or zero-shot classification'),
+    "eval": ("modalign.cli.cmd_eval", 'evaluate a saved model: retrieval, zero-shot, or the whole benchmark suite'),
     "select": ("modalign.cli.cmd_select", 'rank image/text encoders and layers by how similar their representations are'),
     "curate": ("modalign.cli.cmd_curate", 'pick a concept-balanced, de-duplicated subset of image-caption pairs'),
     "diagnose": ("modalign.cli.cmd_diagnose", "diagnose a saved model's embedding space (gap, alignment, uniformity, confusion)"),

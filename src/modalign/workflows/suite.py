@@ -144,9 +144,12 @@ def _retrieval(model: Any, dataset: AlignedDataset, store: Any, run_split: dict[
     whole = all(store.get(dataset.column(m), model.encoder(m), model.towers[m].layer) is not None
                 for m in ("image", "text"))
     if whole:
-        return evaluate_retrieval(model, dataset, store, groups, batch_size=config.batch_size, progress=progress)
-    return evaluate_retrieval(model, dataset.take_groups(groups), store, batch_size=config.batch_size,
-                              progress=progress)
+        out = evaluate_retrieval(model, dataset, store, groups, batch_size=config.batch_size, progress=progress)
+    else:
+        out = evaluate_retrieval(model, dataset.take_groups(groups), store, batch_size=config.batch_size,
+                                 progress=progress)
+    out["n_groups"] = float(len(groups))  # chance recall@1 is about 1 / n_groups both ways
+    return out
 
 
 def read_run_split(run_dir: Path | None) -> tuple[str | None, dict[str, list[str]] | None]:
@@ -184,3 +187,22 @@ def run_suite(model: Any, store: Any, config: SuiteConfig | None = None, run_dir
         logger.info("suite: %s %s = %.3f (%.0f s)", bench.name, MAIN_METRIC[bench.task],
                     metrics[MAIN_METRIC[bench.task]], out.seconds[bench.name])
     return out
+
+
+def suite_rows(result: SuiteResult) -> list[dict[str, Any]]:
+    """One table row per benchmark: top1 = acc1 or mean R@1, top5 = acc5 or mean R@5, chance, n."""
+    rows = []
+    for name, task in result.tasks.items():
+        if name in result.skipped:
+            rows.append({"benchmark": name, "task": task, "status": result.skipped[name].split(":")[0]})
+            continue
+        m = result.results[name]
+        if task == "zeroshot":
+            top1, top5, chance, n = m["acc1"], m["acc5"], 1 / m["n_classes"], m["n_images"]
+        else:
+            top1 = m["mean_recall@1"]
+            top5 = 0.5 * (m["image_retrieval_recall@5"] + m["text_retrieval_recall@5"])
+            chance, n = 1 / m["n_groups"], m["n_images"]
+        rows.append({"benchmark": name, "task": task, "n": int(n), "top1": top1, "top5": top5, "chance": chance,
+                     "seconds": round(result.seconds[name], 1), "status": "ok"})
+    return rows
