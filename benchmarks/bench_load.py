@@ -1,10 +1,17 @@
-"""Bounded load test of `modalign serve`: concurrent clients on loopback ONLY, for a fixed time.
+"""Bounded load test of `modalign serve`: concurrent clients on loopback ONLY, for a fixed time per level.
 
-Starts the real server (a subprocess on 127.0.0.1, a free port), runs --clients asyncio/httpx clients
-that POST /search/text (varied queries) for --seconds, and reports throughput, p50 / p99 latency,
-failed requests (must be 0) and the server's RSS before / after (growth must stay under --max-rss-growth-mb).
+Starts the real server (a subprocess on 127.0.0.1, a free port), runs N asyncio/httpx clients that POST
+/search/text (varied queries) for --seconds at each level of --clients, and reports per level: answered
+requests/s, p50 / p99 latency of the answered ones, shed requests (503 + Retry-After: the client waits as
+told, then goes on), failed requests (anything else: must be 0) and the server's RSS before / after.
+It also splits a lone client's request into queue / text encode / index search (the server's
+Server-Timing header) and HTTP + framework (the rest).
 
-  python benchmarks/bench_load.py --index indexes/tux --clients 32 --seconds 20
+With --baseline-src (another checkout's `src/`, e.g. `git archive main src | tar -x -C /tmp/base`) the same
+levels run first against a server started from that code, so before / after come from one run on one box.
+
+  python benchmarks/bench_load.py --index indexes/tux --clients 8,32,128 --seconds 20
+  python benchmarks/bench_load.py --index IDX --baseline-src /tmp/base/src --baseline-index IDX_OLD --json out.json
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info  # noqa: E402
+from _common import RESULTS_DIR, machine_info, write_json  # noqa: E402
 
 QUERIES = ["a red bird", "a blue car", "a flower", "fruit", "a planet in space", "a dog", "a tree", "a boat"]
 KEY = "load-test-key"
@@ -38,80 +47,145 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-async def _client(http, url: str, until: float, lat: list[float], errors: list[str], i: int) -> None:
+class Tally:
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.shed = 0
+        self.errors: list[str] = []
+        self.timing: list[dict[str, float]] = []
+
+
+async def _client(http, until: float, tally: Tally, i: int) -> None:
     n = i
     while time.perf_counter() < until:
         q = QUERIES[n % len(QUERIES)] + ("" if n % 3 else f" number {n % 17}")
         n += 1
         t0 = time.perf_counter()
         try:
-            r = await http.post(url, json={"text": q, "k": 10})
+            r = await http.post("/search/text", json={"text": q, "k": 10})
+            if r.status_code == 503 and "retry-after" in r.headers:
+                tally.shed += 1
+                await asyncio.sleep(min(float(r.headers["retry-after"]), max(0.0, until - time.perf_counter())))
+                continue
             if r.status_code != 200 or len(r.json()["results"]) != 10:
-                errors.append(f"{r.status_code}: {r.text[:100]}")
+                tally.errors.append(f"{r.status_code}: {r.text[:100]}")
                 continue
         except Exception as e:  # noqa: BLE001 - every failure is counted and reported
-            errors.append(repr(e))
+            tally.errors.append(repr(e))
             continue
-        lat.append(time.perf_counter() - t0)
+        tally.lat.append(time.perf_counter() - t0)
+        tally.timing.append(_server_timing(r.headers.get("server-timing", "")))
 
 
-async def _run(base: str, clients: int, seconds: float) -> tuple[list[float], list[str], float]:
+def _server_timing(header: str) -> dict[str, float]:
+    """'queue;dur=1.2, encode;dur=8.0' -> {'queue': 1.2, 'encode': 8.0} (milliseconds)."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if name and rest:
+            out[name] = float(rest)
+    return out
+
+
+async def _run(base: str, clients: int, seconds: float) -> tuple[Tally, float]:
     import httpx
 
-    lat: list[float] = []
-    errors: list[str] = []
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+    tally = Tally()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
                                  limits=limits) as http:
         t0 = time.perf_counter()
-        await asyncio.gather(*(_client(http, "/search/text", t0 + seconds, lat, errors, i) for i in range(clients)))
-        return lat, errors, time.perf_counter() - t0
+        await asyncio.gather(*(_client(http, t0 + seconds, tally, i) for i in range(clients)))
+        return tally, time.perf_counter() - t0
+
+
+def _summary(tally: Tally, wall: float, clients: int, rss: tuple[float, float]) -> dict:
+    ms = np.array(tally.lat or [float("nan")]) * 1000
+    return {"clients": clients, "seconds": round(wall, 1), "answered": len(tally.lat), "shed_503": tally.shed,
+            "failed": len(tally.errors), "throughput_rps": round(len(tally.lat) / wall, 1),
+            "p50_ms": round(float(np.median(ms)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "rss_before_mb": round(rss[0], 1), "rss_after_mb": round(rss[1], 1),
+            "rss_growth_mb": round(rss[1] - rss[0], 1), "first_errors": tally.errors[:3]}
+
+
+def _breakdown(tally: Tally) -> dict[str, float]:
+    """A lone client's request, median ms: server queue / encode / search, and the rest (HTTP, framework)."""
+    total = float(np.median(tally.lat)) * 1000 if tally.lat else float("nan")
+    parts = {k: round(float(np.median([t.get(k, 0.0) for t in tally.timing])), 2)
+             for k in ("queue", "encode", "search")} if tally.timing and tally.timing[0] else {}
+    return {"total_ms": round(total, 2), **parts,
+            "http_and_framework_ms": round(total - sum(parts.values()), 2) if parts else None}
+
+
+def _start_server(index: Path, src: Path | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "MODALIGN_API_KEY": KEY, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    server = subprocess.Popen([sys.executable, "-m", "modalign.cli.main", "serve", str(index), "--host", "127.0.0.1",
+                               "--port", str(port), "-q", *extra], env=env)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(1200):
+        try:
+            if httpx.get(base + "/ready", headers={"X-API-Key": KEY}).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit("the server exited before it was ready")
+        time.sleep(0.1)
+    server.terminate()
+    raise SystemExit("the server was not ready after 120 s")
+
+
+def measure(index: Path, src: Path | None, levels: list[int], seconds: float, extra: list[str]) -> dict:
+    server, base = _start_server(index, src, extra)
+    try:
+        asyncio.run(_run(base, 4, 2.0))  # warm-up
+        lone, _ = asyncio.run(_run(base, 1, min(seconds, 5.0)))
+        rows = []
+        for clients in levels:
+            rss0 = _rss_mb(server.pid)
+            tally, wall = asyncio.run(_run(base, clients, seconds))
+            rows.append(_summary(tally, wall, clients, (rss0, _rss_mb(server.pid))))
+            print(json.dumps(rows[-1]), flush=True)
+            time.sleep(1.0)  # let a shed backlog drain between levels
+        return {"levels": rows, "one_client": _breakdown(lone)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> None:
-    import numpy as np
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", type=Path, required=True)
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--clients", default="8,32,128", help="comma-separated client counts, one level each")
+    p.add_argument("--seconds", type=float, default=20.0, help="per level")
+    p.add_argument("--baseline-src", type=Path, help="a `src/` folder of the code to compare with (before)")
+    p.add_argument("--baseline-index", type=Path, help="the index for the baseline (default: --index)")
+    p.add_argument("--serve-args", default="", help="extra `modalign serve` flags for the current code")
     p.add_argument("--max-rss-growth-mb", type=float, default=50.0)
+    p.add_argument("--json", type=Path, default=RESULTS_DIR / "load.json")
     args = p.parse_args()
-    port = _free_port()
-    env = {**os.environ, "MODALIGN_API_KEY": KEY, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    server = subprocess.Popen([sys.executable, "-m", "modalign.cli.main", "serve", str(args.index), "--host",
-                               "127.0.0.1", "--port", str(port), "-q"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/ready", headers={"X-API-Key": KEY}).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit("the server exited before it was ready")
-            time.sleep(0.1)
-        asyncio.run(_run(base, 4, 2.0))  # warm-up
-        rss0 = _rss_mb(server.pid)
-        lat, errors, wall = asyncio.run(_run(base, args.clients, args.seconds))
-        rss1 = _rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-    ms = np.array(lat) * 1000
-    out = {"clients": args.clients, "seconds": round(wall, 1), "requests": len(lat), "failed": len(errors),
-           "throughput_rps": round(len(lat) / wall, 1), "p50_ms": round(float(np.median(ms)), 1),
-           "p99_ms": round(float(np.percentile(ms, 99)), 1), "rss_before_mb": round(rss0, 1),
-           "rss_after_mb": round(rss1, 1), "rss_growth_mb": round(rss1 - rss0, 1), "first_errors": errors[:5],
-           "machine": machine_info()}
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "load.json").write_text(json.dumps(out, indent=2))
+    levels = [int(c) for c in args.clients.split(",")]
+    out: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if args.baseline_src:
+        print("== baseline:", args.baseline_src, flush=True)
+        out["baseline"] = measure(args.baseline_index or args.index, args.baseline_src, levels, args.seconds, [])
+    print("== current", flush=True)
+    out["current"] = measure(args.index, None, levels, args.seconds, args.serve_args.split())
+    if args.baseline_src:
+        out["ratio_rps"] = {str(b["clients"]): round(c["throughput_rps"] / max(b["throughput_rps"], 1e-9), 2)
+                            for b, c in zip(out["baseline"]["levels"], out["current"]["levels"], strict=True)}
+    out["machine"] = machine_info()
+    write_json(args.json, out)
     print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2))
-    if errors or rss1 - rss0 > args.max_rss_growth_mb:
-        raise SystemExit(f"FAILED: {len(errors)} failed requests, RSS growth {rss1 - rss0:.1f} MB")
+    bad = [r for r in out["current"]["levels"] if r["failed"] or r["rss_growth_mb"] > args.max_rss_growth_mb]
+    if bad:
+        raise SystemExit(f"FAILED: {bad[0]['failed']} failed requests or RSS growth {bad[0]['rss_growth_mb']} MB "
+                         f"at {bad[0]['clients']} clients")
 
 
 if __name__ == "__main__":

@@ -55,17 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from modalign.workflows.evaluate import evaluate_retrieval, evaluate_zeroshot
 
     store = open_store(args)
-    models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
     results = {}
     if args.eval_task == "retrieval":
-        dataset = load_pairs_dataset(args.pairs)
+        dataset = load_pairs_dataset(args.pairs)  # the data first: a wrong kind of data set fails fast
         groups = split_groups(args.model, args.split, dataset)
+        models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
         for name, model in models.items():
             results[name] = evaluate_retrieval(model, dataset, store, groups, batch_size=args.batch_size,
                                                progress=not args.quiet)
         columns, title = RETRIEVAL_COLUMNS, f"retrieval on {args.pairs} ({args.split})"
     else:
         labelled = load_labelled_dataset(args.images)
+        models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
         if args.limit:
             labelled = labelled.subset(per_class=max(1, args.limit // len(labelled.classnames)))
         templates = read_templates(args.templates)

@@ -7,10 +7,11 @@
 Modules, one job each:
   backends.py  vector indexes (FAISS flat / HNSW / IVF / IVF-int8 / IVF-PQ) behind one small interface
   metadata.py  the SQLite table of items (id, path, caption, added time, vector id, tower)
+  storage.py   the folder on disk: generation-numbered vector files, the commit order, repair of leftovers
   index.py     SearchIndex: a self-describing folder (index.json + vectors + metadata), add / delete / search
-  build.py     a data set + a saved model -> index entries, through the EmbeddingStore
+               as transactions (a kill -9 or a full disk never loses an item)
+  build.py     a data set + a saved model -> index entries, through the EmbeddingStore (atomic build)
   invgc.py     InvGC / LocalAdj retrieval post-processing (hubness reduction)
-  compat.py    backward-compatible upgrades: a new image encoder mapped into an old aligned space
-  service.py   the FastAPI app (imported only by `modalign serve`)
+  service/     the FastAPI app (imported only by `modalign serve`): guard, micro-batching, routes, web page
 Nothing here is imported by `import modalign`; faiss and fastapi are imported lazily.
 """

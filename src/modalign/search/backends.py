@@ -6,8 +6,10 @@ L2-normalised vectors (= cosine):
   hnsw      graph index (HNSW, M=32): fast approximate search, no training; deletes are tombstones
   ivf       inverted lists over k-means cells (nlist ~ 4 sqrt(n)), flat vectors; needs training vectors
   ivf-int8  ivf with 8-bit scalar-quantised vectors (4x smaller)
-  ivf-pq    ivf with product quantisation (dim/8 bytes per vector with m = dim/8 sub-quantisers of 8 bits)
-`auto_kind(n)` picks flat below 50k vectors, hnsw below 2M, ivf-int8 above.
+  ivf-pq    ivf with product quantisation (dim/8 bytes per vector), candidates re-ranked (refined) with
+            8-bit codes of the full vectors: PQ alone never passed recall@10 0.48 (BENCHMARKS.md)
+`auto_kind(n)` and `default_params(kind, n)` pick the kind and its settings by index size, so that the
+defaults reach recall@10 >= 0.95 against exact search (measured in benchmarks/bench_index.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 FLAT_LIMIT = 50_000  # auto: exact search below this many vectors
 HNSW_LIMIT = 2_000_000  # auto: HNSW below this, IVF-int8 above
+NPROBE_MIN = 128  # IVF: cells visited per query at least (64 gave recall@10 0.92 at 1M, 128 gave 0.965)
+EF_SEARCH = 128  # HNSW: query beam width (64 gave recall@10 0.76 at 1M)
+REFINE_FACTOR = 8  # ivf-pq: candidates re-ranked per result (k_factor)
 
 
 def faiss_module() -> Any:
@@ -40,15 +45,31 @@ def faiss_module() -> Any:
 
 @dataclass
 class IndexParams:
+    """Index settings; 0 means "the default for this kind and size" (see `default_params`)."""
+
     hnsw_m: int = 32  # HNSW: neighbours per node
-    ef_construction: int = 80  # HNSW: build-time beam width
-    ef_search: int = 128  # HNSW: query-time beam width (64 gave recall@10 0.76 at 1M, see BENCHMARKS.md)
+    ef_construction: int = 200  # HNSW: build-time beam width (80 built a graph that capped recall at 1M)
+    ef_search: int = 0  # HNSW: query-time beam width (0: EF_SEARCH)
     nlist: int = 0  # IVF: number of cells (0: 4 * sqrt(n_train), at least 16)
-    nprobe: int = 64  # IVF: cells visited per query (16 gave recall@10 0.62 at 200k, 64 gave 0.92 at 1M)
+    nprobe: int = 0  # IVF: cells visited per query (0: max(NPROBE_MIN, nlist / 32), at most nlist)
     pq_m: int = 0  # IVF-PQ: sub-quantisers (0: dim // 8)
+    refine_factor: int = 0  # IVF-PQ: re-rank refine_factor * k PQ candidates with 8-bit codes (0: REFINE_FACTOR)
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+def default_params(kind: str, n: int, params: IndexParams | None = None) -> IndexParams:
+    """`params` with every 0 ("auto") replaced by the default for `kind` at `n` training / expected vectors."""
+    p = IndexParams(**(params or IndexParams()).to_dict())
+    if kind == "hnsw":
+        p.ef_search = p.ef_search or EF_SEARCH
+    if kind.startswith("ivf"):
+        p.nlist = _nlist(p, n)
+        p.nprobe = p.nprobe or min(p.nlist, max(NPROBE_MIN, p.nlist // 32))
+    if kind == "ivf-pq":
+        p.refine_factor = p.refine_factor or REFINE_FACTOR
+    return p
 
 
 Factory = Callable[[int, IndexParams, int], Any]  # (dim, params, n_train) -> faiss index
@@ -93,17 +114,18 @@ def _ivf(dim: int, params: IndexParams, n_train: int, code: str) -> Any:
     nlist = _nlist(params, n_train)
     quantizer = faiss.IndexFlatIP(dim)
     if code == "flat":
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    elif code == "int8":
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
-    else:
-        m = params.pq_m or max(1, dim // 8)
-        if dim % m:
-            raise ConfigError(f"ivf-pq needs the dimension ({dim}) to be a multiple of pq_m ({m})")
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-    index.nprobe = params.nprobe
-    return index
+        return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    if code == "int8":
+        return faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                             faiss.METRIC_INNER_PRODUCT)
+    m = params.pq_m or max(1, dim // 8)
+    if dim % m:
+        raise ConfigError(f"ivf-pq needs the dimension ({dim}) to be a multiple of pq_m ({m})")
+    pq = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    # re-rank: PQ distances pick refine_factor * k candidates, 8-bit codes of the full vectors order them
+    refine = faiss.IndexRefine(pq, faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit,
+                                                               faiss.METRIC_INNER_PRODUCT))
+    return faiss.IndexIDMap2(refine)  # ids live in the map: IndexRefine numbers its vectors 0..n-1
 
 
 register_kind("ivf", needs_training=True)(lambda d, p, n: _ivf(d, p, n, "flat"))
@@ -121,17 +143,19 @@ class VectorIndex:
     def create(cls, kind: str, dim: int, params: IndexParams | None = None,
                train_vectors: np.ndarray | None = None) -> VectorIndex:
         factory, needs_training = KINDS.get(kind)  # unknown kinds raise with the known ones
-        params = params or IndexParams()
         n_train = 0 if train_vectors is None else len(train_vectors)
+        params = default_params(kind, n_train, params)
         index = factory(dim, params, n_train)
         if needs_training:
-            nlist = _nlist(params, n_train)
-            if train_vectors is None or n_train < nlist:
-                raise ConfigError(f"index kind {kind!r} needs training vectors (at least {nlist}, better "
-                                  f"{39 * nlist}); got {n_train}. Use --kind flat or hnsw for small collections")
+            if train_vectors is None or n_train < params.nlist:
+                raise ConfigError(f"index kind {kind!r} needs training vectors (at least {params.nlist}, better "
+                                  f"{39 * params.nlist}); got {n_train}. Use --kind flat or hnsw for small "
+                                  f"collections")
             index.train(_as_f32(train_vectors))
-            faiss = faiss_module()
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() that survives remove_ids()
+            ivf = _find(index, "nprobe")
+            if ivf is not None and not isinstance(index, faiss_module().IndexIDMap):
+                # reconstruct() by id that survives remove_ids()
+                ivf.set_direct_map_type(faiss_module().DirectMap.Hashtable)
         out = cls(index, kind, dim, params)
         out.apply_search_params()
         return out
@@ -143,20 +167,40 @@ class VectorIndex:
         out.apply_search_params()
         return out
 
-    def save(self, path: str | Path) -> None:
-        faiss_module().write_index(self.index, str(path))
+    def write(self, f: BinaryIO) -> None:
+        """Serialises into an open binary file, in chunks (no second copy of a multi-GB index in memory)."""
+        faiss = faiss_module()
+        writer = faiss.PyCallbackIOWriter(f.write, 1 << 20)
+        try:
+            faiss.write_index(self.index, writer)
+        finally:
+            del writer
 
     def apply_search_params(self) -> None:
-        faiss = faiss_module()
-        inner = faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap) else self.index
-        if hasattr(inner, "hnsw"):
-            inner.hnsw.efSearch = self.params.ef_search
-        if hasattr(inner, "nprobe"):
-            inner.nprobe = self.params.nprobe
+        hnsw = _find(self.index, "hnsw")
+        if hnsw is not None:
+            hnsw.hnsw.efSearch = self.params.ef_search or EF_SEARCH
+        ivf = _find(self.index, "nprobe")
+        if ivf is not None:
+            ivf.nprobe = self.params.nprobe or default_params(self.kind, 0, self.params).nprobe
+        refine = _find(self.index, "k_factor")
+        if refine is not None:
+            refine.k_factor = float(self.params.refine_factor or REFINE_FACTOR)
 
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """(ntotal,) int64: every id in the index (tombstoned HNSW vectors included)."""
+        faiss = faiss_module()
+        if isinstance(self.index, faiss.IndexIDMap):
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(self.index)
+        lists = ivf.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                 for i in range(lists.nlist) if lists.list_size(i)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:  # vectors: (n, dim); ids: (n,) int64
         vectors = _as_f32(vectors)
@@ -165,7 +209,7 @@ class VectorIndex:
         self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> bool:
-        """Removes the ids; False when this kind cannot (HNSW): the caller then keeps tombstones."""
+        """Removes the ids; False when this kind cannot (HNSW, refined PQ): the caller keeps tombstones."""
         try:
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
             return True
@@ -180,10 +224,22 @@ class VectorIndex:
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """(n, dim) stored vectors (approximate for quantised kinds); flat and hnsw keep them exactly."""
-        faiss = faiss_module()
-        if isinstance(self.index, faiss.IndexIDMap2):
-            return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
-        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+        if not len(ids):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.index.reconstruct(int(i)) for i in ids])
+
+
+def _find(index: Any, attr: str) -> Any:
+    """The first index inside `index` (through id maps and refine wrappers) with attribute `attr`, or None."""
+    faiss = faiss_module()
+    seen = 0
+    while index is not None and seen < 8:
+        index = faiss.downcast_index(index)
+        if hasattr(index, attr):
+            return index
+        index = getattr(index, "index", None) or getattr(index, "base_index", None)
+        seen += 1
+    return None
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:

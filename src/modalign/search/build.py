@@ -11,6 +11,8 @@ index or model reads it; only the cheap projector runs per build.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,9 @@ import numpy as np
 
 from modalign.data.column import Column
 from modalign.errors import ConfigError
+from modalign.search import storage
 from modalign.search.backends import IndexParams
-from modalign.search.index import SearchIndex
+from modalign.search.index import INFO_NAME, SearchIndex
 from modalign.search.metadata import Item
 
 if TYPE_CHECKING:
@@ -114,14 +117,80 @@ def build_index(model_dir: str | Path, collection: Collection, out: str | Path, 
     """Encodes the collection with the model's `modality` tower and writes a new index folder."""
     from modalign.model import AlignedModel
 
+    check_out(Path(out).expanduser(), overwrite)  # before the (long) encoding
     model = model or AlignedModel.from_pretrained(model_dir)
     vectors, items = encode_collection(model, collection, modality, store, batch_size=batch_size,
                                        progress=progress)
-    index = SearchIndex.create(out, model_dir, model.embed_dim, modality, kind, expected_size=len(items),
-                               params=params, train_vectors=vectors, overwrite=overwrite)
-    index.add(vectors, items)
-    logger.info("indexed %d %s items of %s", len(items), modality, collection.name)
+    index = write_index(out, model_dir, vectors, items, modality, kind, params, overwrite)
+    logger.info("indexed %d %s items of %s", len(index), modality, collection.name)
     return index
+
+
+def write_index(out: str | Path, model_dir: str | Path, vectors: np.ndarray, items: Sequence[Item],
+                modality: str, kind: str = "auto", params: IndexParams | None = None,
+                overwrite: bool = False) -> SearchIndex:
+    """Writes (n, dim) vectors and their items as a new index folder, all or nothing: the index is built
+    in a hidden sibling folder and renamed into place when complete, so a kill -9 leaves no half index."""
+    out = Path(out).expanduser()
+    check_out(out, overwrite)
+    _remove_dead_builds(out)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    index = SearchIndex.create(tmp, model_dir, int(np.shape(vectors)[1]), modality, kind, expected_size=len(items),
+                               params=params, train_vectors=vectors)
+    index.add(vectors, items)
+    index.close()
+    storage.fault_point("index-built")
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        storage.fault_point("old-index-moved")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    storage.fsync_dir(out.parent)
+    return SearchIndex.open(out)
+
+
+INDEX_FILES = ("index.json", "items.sqlite", ".lock")  # + vectors*.faiss, items.sqlite-journal, *.tmp
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuses to replace an index without --overwrite, and any folder that holds other files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the index")
+    if (out / INFO_NAME).exists() and not overwrite:
+        raise ConfigError(f"{out} already holds an index; use `modalign index add` to extend it, or "
+                          f"--overwrite to rebuild it")
+    other = [p.name for p in out.iterdir() if not (p.name in INDEX_FILES or p.name.startswith("vectors")
+                                                    or p.name.startswith("items.sqlite") or p.suffix == ".tmp")]
+    if other:
+        raise ConfigError(f"{out} holds files that are not an index ({', '.join(sorted(other)[:3])}); "
+                          f"choose an empty or new folder for --out")
+
+
+def _remove_dead_builds(out: Path) -> None:
+    """Deletes the hidden folders of builds that were killed (their process is gone)."""
+    for path in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = path.name.rpartition("-")
+        if not path.is_dir() or not pid.isdigit() or not kind.endswith((".building", ".old")):
+            continue
+        if not _alive(int(pid)) or int(pid) == os.getpid():
+            logger.info("removing %s, left by an interrupted index build", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def add_collection(index: SearchIndex, model: AlignedModel, collection: Collection, store: EmbeddingStore,

@@ -1,21 +1,25 @@
 """SearchIndex: a self-describing folder of vectors + item metadata, searched by an aligned model's queries.
 
     INDEX/
-      index.json      format, model path + config hash, embed dim, modality, kind, params, counts
-      vectors.faiss   the FAISS index (ids = the vid column of items.sqlite)
-      items.sqlite    one row per vector: key, modality, path, caption, tower, added time
+      index.json        format, model path + config hash, embed dim, modality, kind, params, counts
+      vectors.<G>.faiss the FAISS index of generation G (ids = the vid column of items.sqlite)
+      items.sqlite      one row per vector: key, modality, path, caption, tower, added time; + generation G
 
-Every vector is L2-normalised, so scores are cosine similarities. Deletes remove vectors where the
-kind allows it (flat, IVF); HNSW keeps them as tombstones that search skips (the metadata row is gone;
-index.json counts them; rebuild the index when they pile up).
+Adds and deletes are transactions (storage.py): vectors are written first, the rows and the generation
+are committed after, in one SQLite transaction, so a kill -9 or a full disk never leaves rows without
+vectors; `open` repairs whatever an interrupted write left. Every vector is L2-normalised, so scores
+are cosine similarities. Deletes remove vectors where the kind allows it (flat, IVF); HNSW and refined
+PQ keep them as tombstones that search skips (index.json counts them; rebuild when they pile up).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +28,14 @@ import numpy as np
 
 from modalign import __version__
 from modalign.errors import ConfigError, MismatchError
-from modalign.search.backends import IndexParams, VectorIndex, auto_kind
+from modalign.search import storage
+from modalign.search.backends import IndexParams, VectorIndex, auto_kind, default_params
 from modalign.search.metadata import Item, Metadata
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "modalign.search_index"
 INFO_NAME = "index.json"
-VECTORS_NAME = "vectors.faiss"
 ITEMS_NAME = "items.sqlite"
 
 
@@ -63,7 +67,8 @@ class IndexInfo:
     kind: str  # a backends kind: flat, hnsw, ivf, ivf-int8, ivf-pq
     params: dict[str, int] = field(default_factory=dict)
     count: int = 0  # live items
-    tombstones: int = 0  # deleted vectors still inside an HNSW graph
+    tombstones: int = 0  # deleted vectors still inside an HNSW graph (or a refined PQ index)
+    generation: int = 0  # commits so far: names the vectors file (vectors.<generation>.faiss)
     towers: dict[str, int] = field(default_factory=dict)  # encoder tower -> items it encoded
     created: float = 0.0
     updated: float = 0.0
@@ -91,51 +96,138 @@ class SearchIndex:
     def __init__(self, folder: Path, info: IndexInfo, vectors: VectorIndex, items: Metadata):
         self.folder, self.info, self.vectors, self.items = folder, info, vectors, items
 
-    # ---- create / open / save ---------------------------------------------------------------
+    # ---- create / open ------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | Path, model_dir: str | Path, embed_dim: int, modality: str,
                kind: str = "auto", expected_size: int = 0, params: IndexParams | None = None,
                train_vectors: np.ndarray | None = None, overwrite: bool = False) -> SearchIndex:
-        folder = Path(folder)
+        from modalign.store.lock import entry_lock
+
+        folder = Path(folder).expanduser()
         if (folder / INFO_NAME).exists() and not overwrite:
             raise ConfigError(f"{folder} already holds an index; use `modalign index add` to extend it, or "
                               f"--overwrite to rebuild it")
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in (VECTORS_NAME, ITEMS_NAME):
-            (folder / name).unlink(missing_ok=True)
         kind = auto_kind(expected_size) if kind == "auto" else kind
-        params = params or IndexParams()
-        vectors = VectorIndex.create(kind, embed_dim, params, train_vectors)
-        now = time.time()
-        info = IndexInfo(str(Path(model_dir).resolve()), space_hash(model_dir), embed_dim, modality, kind,
-                         params.to_dict(), created=now, updated=now)
-        index = cls(folder, info, vectors, Metadata(folder / ITEMS_NAME))
-        index.save()
+        n = len(train_vectors) if train_vectors is not None else expected_size
+        vectors = VectorIndex.create(kind, embed_dim, default_params(kind, n, params), train_vectors)
+        with entry_lock(folder):
+            (folder / INFO_NAME).unlink(missing_ok=True)  # first: a kill from here on leaves "no index"
+            for name in (ITEMS_NAME, ITEMS_NAME + "-journal", ITEMS_NAME + "-wal", ITEMS_NAME + "-shm"):
+                (folder / name).unlink(missing_ok=True)
+            storage.remove_stale(folder, -1)
+            now = time.time()
+            info = IndexInfo(str(Path(model_dir).resolve()), space_hash(model_dir), embed_dim, modality, kind,
+                             vectors.params.to_dict(), created=now, updated=now, generation=-1)
+            index = cls(folder, info, vectors, Metadata(folder / ITEMS_NAME))
+            index._commit(vectors_changed=True)
         logger.info("created a %s index for %s items in %s", kind, modality, folder)
         return index
 
     @classmethod
     def open(cls, folder: str | Path) -> SearchIndex:
-        folder = Path(folder)
+        """Opens an index; finishes or undoes what an interrupted write left (see storage.py)."""
+        from modalign.store.lock import entry_lock
+
+        folder = Path(folder).expanduser()
         info_path = folder / INFO_NAME
         if not info_path.is_file():
             raise FileNotFoundError(f"{folder} is not a search index (no {INFO_NAME}); build one with "
                                     f"`modalign index build`")
-        info = IndexInfo.from_dict(json.loads(info_path.read_text()))
-        params = IndexParams(**info.params)
-        vectors = VectorIndex.load(folder / VECTORS_NAME, info.kind, info.embed_dim, params)
-        return cls(folder, info, vectors, Metadata(folder / ITEMS_NAME))
+        try:
+            info = IndexInfo.from_dict(json.loads(info_path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise MismatchError(f"{info_path} is damaged ({e}); rebuild the index with `modalign index build "
+                                f"--overwrite`") from e
+        with entry_lock(folder):
+            index = cls(folder, info, *cls._load_committed(folder, info))
+            index._repair()
+        return index
 
-    def save(self) -> None:
+    @staticmethod
+    def _load_committed(folder: Path, info: IndexInfo) -> tuple[VectorIndex, Metadata]:
+        items = Metadata(folder / ITEMS_NAME)
+        state = items.state()
+        generation = None if state is None else state[0]
+        path = folder / storage.LEGACY_VECTORS if state is None else storage.vectors_file(folder, state[0])
+        if not path.is_file():
+            raise MismatchError(f"{folder} is damaged: its committed vectors file {path.name} is missing; "
+                                f"rebuild the index with `modalign index build --overwrite`")
+        storage.remove_stale(folder, generation)
+        info.generation, info.tombstones = state if state is not None else (-1, info.tombstones)
+        return VectorIndex.load(path, info.kind, info.embed_dim, IndexParams(**info.params)), items
+
+    def _reload(self) -> None:
+        """Back to the committed state on disk (after a failed write, or another process's commit)."""
+        self.items.close()
+        self.vectors, self.items = self._load_committed(self.folder, self.info)
+
+    def _repair(self) -> None:
+        """Rows without vectors (a legacy index's interrupted add) are dropped, so the next add re-adds
+        them; vectors without rows become tombstones or are removed; a stale index.json is rewritten."""
+        rows = len(self.items)
+        legacy = self.info.generation < 0
+        if self.vectors.ntotal != rows + self.info.tombstones:
+            ids, vids = self.vectors.ids(), self.items.all_vids()
+            lost = vids[~np.isin(vids, ids)]
+            extra = ids[~np.isin(ids, vids)]
+            logger.warning("%s: %d items had no vector (an interrupted write) and were dropped, so that "
+                           "`modalign index add` adds them again; %d vectors had no item", self.folder,
+                           len(lost), len(extra))
+            removed = len(extra) > 0 and self.vectors.remove(extra)
+            self.info.tombstones = 0 if removed else len(extra)
+            self._commit(vectors_changed=bool(removed) or legacy, delete=lost.tolist())
+        elif legacy:
+            self._commit(vectors_changed=True)  # moves it to the generation layout
+        elif self.info.count != rows:
+            self._write_info()
+
+    # ---- the commit (see storage.py) -----------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Holds the folder's lock; catches up first when another process committed since we loaded."""
+        from modalign.store.lock import entry_lock
+
+        with entry_lock(self.folder):
+            state = self.items.state()
+            if state is not None and state[0] != self.info.generation:
+                logger.info("%s changed on disk (generation %d -> %d); reloading", self.folder,
+                            self.info.generation, state[0])
+                self._reload()
+            yield
+
+    def _commit(self, vectors_changed: bool, insert: Sequence[Item] = (), delete: Sequence[int] = ()) -> None:
+        old = self.info.generation
+        new = old + 1 if vectors_changed else old
+        try:
+            if vectors_changed:
+                storage.write_vectors(self.vectors, self.folder, new)
+            self.items.commit(new, self.info.tombstones, insert, delete)
+        except (OSError, RuntimeError, sqlite3.Error) as e:
+            if vectors_changed:
+                storage.vectors_file(self.folder, new).unlink(missing_ok=True)
+            if old >= 0:
+                self._reload()  # the in-memory vectors hold the uncommitted change: drop it
+            raise storage.IndexWriteError(
+                f"could not write the index in {self.folder} ({type(e).__name__}: {e}); nothing was changed. "
+                f"Free disk space (or fix permissions) and run the command again") from e
+        storage.fault_point("metadata-committed")
+        self.info.generation = new
+        self._write_info()
+        storage.fault_point("info-written")
+        if new != old:
+            storage.remove_stale(self.folder, new)
+            storage.fault_point("old-vectors-removed")
+
+    def _write_info(self) -> None:
         from modalign.utils.io import atomic_write_json
 
-        tmp = self.folder / (VECTORS_NAME + ".tmp")
-        self.vectors.save(tmp)
-        tmp.replace(self.folder / VECTORS_NAME)
         self.info.count = len(self.items)
         self.info.towers = self.items.counts_by_tower()
         self.info.updated = time.time()
-        atomic_write_json(self.folder / INFO_NAME, self.info.to_dict())
+        try:
+            atomic_write_json(self.folder / INFO_NAME, self.info.to_dict())
+        except OSError as e:  # the commit stands; the summary is rebuilt on the next open
+            logger.warning("could not update %s (%s); it is rewritten on the next open", INFO_NAME, e)
 
     def close(self) -> None:
         self.items.close()
@@ -153,38 +245,43 @@ class SearchIndex:
                 f"of it (`modalign index upgrade`), or rebuild the index")
 
     # ---- add / delete -----------------------------------------------------------------------
-    def add(self, vectors: np.ndarray, items: Sequence[Item], save: bool = True) -> int:
-        """Adds (n, dim) vectors with their items; items whose key is already indexed are skipped."""
+    def add(self, vectors: np.ndarray, items: Sequence[Item]) -> int:
+        """Adds (n, dim) vectors with their items in one transaction; returns how many were added.
+
+        Items whose key is already indexed are skipped, and so are non-finite (NaN / inf) vectors
+        (counted and logged: they would score as ties with everything)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
         if len(vectors) != len(items):
             raise ValueError(f"{len(vectors)} vectors for {len(items)} items")
-        known = self.items.existing_keys(it.key for it in items)
-        keep = [i for i, it in enumerate(items) if it.key not in known]
-        if known:
-            logger.info("%d of %d items are already in the index and were skipped", len(known), len(items))
-        if not keep:
-            return 0
-        vecs = _normalize(np.asarray(vectors, dtype=np.float32)[keep])
-        start = self.items.next_vid()
-        vids = np.arange(start, start + len(keep), dtype=np.int64)
-        new_items = [items[i] for i in keep]
-        for it, vid in zip(new_items, vids, strict=True):
-            it.vid = int(vid)
-        self.vectors.add(vecs, vids)
-        self.items.insert(new_items)
-        if save:
-            self.save()
+        finite = np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, dtype=bool)
+        if not finite.all():
+            bad = [items[i].key for i in np.flatnonzero(~finite)]
+            logger.warning("skipped %d items with non-finite vectors (NaN / inf), e.g. %s", len(bad), bad[:5])
+        with self._writing():
+            known = self.items.existing_keys(it.key for it in items)
+            if known:
+                logger.info("%d of %d items are already in the index and were skipped", len(known), len(items))
+            keep = [i for i, it in enumerate(items) if it.key not in known and finite[i]]
+            if not keep:
+                return 0
+            start = self.items.next_vid()
+            new_items = [items[i] for i in keep]
+            for j, it in enumerate(new_items):
+                it.vid = start + j
+            self.vectors.add(_normalize(vectors[keep]), np.arange(start, start + len(keep), dtype=np.int64))
+            self._commit(vectors_changed=True, insert=new_items)
         return len(keep)
 
-    def delete(self, keys: Sequence[str], save: bool = True) -> int:
-        found = self.items.vids_of(list(keys))
-        if not found:
-            return 0
-        vids = np.fromiter(found.values(), dtype=np.int64)
-        if not self.vectors.remove(vids):
-            self.info.tombstones += len(vids)
-        self.items.delete_vids(vids.tolist())
-        if save:
-            self.save()
+    def delete(self, keys: Sequence[str]) -> int:
+        with self._writing():
+            found = self.items.vids_of(list(keys))
+            if not found:
+                return 0
+            vids = np.fromiter(found.values(), dtype=np.int64)
+            removed = self.vectors.remove(vids)
+            if not removed:
+                self.info.tombstones += len(vids)
+            self._commit(vectors_changed=removed, delete=vids.tolist())
         return len(found)
 
     # ---- search -------------------------------------------------------------------------------
