@@ -2,8 +2,9 @@
 
 What is measured: the Tux Paint stamps are encoded once with effnet-lite0 and minilm-l6 (final layers)
 into an EmbeddingStore (--store, default $MODALIGN_STORE, else benchmarks/.cache/store). The groups
-are split 70/10/20 with split seed 0 (modalign.workflows.fit's default); validation (early stopping, ridge/CCA
-hyper-parameters) and test stamps are the same for every run. For each data fraction (10%, 30%, 100%
+are split 70/10/20 with split seed 0 (modalign.workflows.fit's default; --split-seeds 0 1 2 repeats
+everything on other splits, so the test stamps change too); validation (early stopping, ridge/CCA
+hyper-parameters) and test stamps are the same for every method of a split. For each data fraction (10%, 30%, 100%
 of the training stamps) and seed (0, 1, 2), the seed draws the training subset and seeds the training;
 every method is fitted on that subset and scored on the test stamps:
   t2i R@1   text -> image recall@1 (image_retrieval_recall@1)
@@ -18,12 +19,16 @@ Methods (trained ones use modalign's default TrainConfig apart from the named ch
                                 Tux Paint has one caption per stamp, so it is skipped and said so)
   lowrank                       linear + rank-64 GELU residual head, InfoNCE
   star                          SAIL's gated "star" head, InfoNCE;  sail: star head + sigmoid loss
+  vsepp-mlp                     MLP heads, VSE++ max-violation triplet loss (margin 0.2)
+  geomix-mlp                    MLP heads, InfoNCE + geodesic-mixup hard negatives (alpha 0.5, weight 1)
   ridge, procrustes, cca        closed form
-Reported: mean and sample std (ddof=1) over the 3 seeds. Writes methods.json (every run) and
+Reported: mean and sample std (ddof=1) over every (split seed, seed) run. Writes methods.json (every run) and
 methods.png (quality vs number of training pairs, one line per method) to --out.
 
     python benchmarks/bench_methods.py
     python benchmarks/bench_methods.py --fractions 0.3 1.0 --seeds 0 --methods infonce-mlp cca   # quick look
+    python benchmarks/bench_methods.py --split-seeds 0 1 2 --fractions 0.3 1.0 \
+        --methods infonce-mlp sigmoid-mlp structure-mlp vsepp-mlp geomix-mlp procrustes   # the new losses
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "lowrank": ("lowrank", {}),
     "star": ("star", {}),
     "sail": ("star", {"loss": "sigmoid"}),
+    "vsepp-mlp": ("mlp", {"loss": "vsepp"}),
+    "geomix-mlp": ("mlp", {"loss": "geomix"}),
     "ridge": ("ridge", {}),
     "procrustes": ("procrustes", {}),
     "cca": ("cca", {}),
@@ -105,14 +112,14 @@ def print_summary(summary: dict[str, dict[str, dict[str, Any]]], fractions: list
         if not cells:
             continue
         n_pairs = next(iter(cells.values()))["n_pairs"]
-        print(f"\n{frac:.0%} of the training stamps ({n_pairs:.0f} pairs): test metrics, mean ± std over seeds")
+        print(f"\n{frac:.0%} of the training stamps ({n_pairs:.0f} pairs): test metrics, mean ± std over runs")
         print(f"{'method':<20}" + "".join(f"{v:>16}" for v in METRICS.values()) + f"{'fit s':>8}")
         for method, c in sorted(cells.items(), key=lambda kv: -kv[1]["mean_recall@1"]["mean"]):
             print(f"{method:<20}" + "".join(f"{c[k]['mean']:>9.3f} ± {c[k]['std']:.3f}" for k in METRICS)
                   + f"{c['fit_seconds']:>8.1f}")
 
 
-def plot(summary: dict[str, dict[str, dict[str, Any]]], chance: dict[str, float], path: Path) -> None:
+def plot(summary: dict[str, dict[str, dict[str, Any]]], chance: dict[str, float], path: Path, n_runs: int) -> None:
     from modalign.utils.figures import new_figure
 
     fig, axes = new_figure(1, len(METRICS), figsize=(5.2 * len(METRICS), 4.2), squeeze=False)
@@ -130,7 +137,7 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], chance: dict[str, float]
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("training pairs (log scale)")
-        ax.set_title(f"{label} on held-out stamps (mean ± std, 3 seeds)", fontsize=9)
+        ax.set_title(f"{label} on held-out stamps (mean ± std, {n_runs} runs)", fontsize=9)
         ax.set_ylim(bottom=0)
     axes[0][0].set_ylabel("test score")
     axes[0][-1].legend(fontsize=7, ncol=2)
@@ -140,51 +147,27 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], chance: dict[str, float]
     print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", type=Path, default=None, help=f"embedding store (default: {default_store()})")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 1.0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=None, help="training epochs cap (default: TrainConfig's)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for methods.json and methods.png")
-    p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    info = machine_info()
-    print_header("alignment methods vs number of training pairs (Tux Paint, held-out stamps)", info)
-    t0 = time.perf_counter()
-    store = EmbeddingStore(args.store or default_store())
-    tux = load_tuxpaint()
-    encoders = {"image": create_encoder("effnet-lite0"), "text": create_encoder("minilm-l6")}
-    stored = encode_dataset(tux, encoders, store, {m: FINAL_LAYER for m in encoders}, progress=True)
-    towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.layer_info(FINAL_LAYER).dim, e.fingerprint())
-              for m, e in encoders.items()}
-    split = tux.split(SPLIT, seed=0)
+def prepare_split(tux: Any, stored: dict[str, Any], text_encoder: Any, split_seed: int) -> dict[str, Any]:
+    """Train / val / test feature sets of one split, the test stamps' zero-shot evaluator and chance levels."""
+    split = tux.split(SPLIT, seed=split_seed)
     parts = {k: feature_set(tux, stored, v) for k, v in split.items()}
     test = parts["test"]
     labels = tux.group_labels[test.groups["image"].numpy()]
     templates = load_templates("clipart")
     prompts = [t.replace("{c}", c) for c in tux.classnames for t in templates]
-    zs = ZeroShotEvaluator.from_prompt_features(test.features["image"], labels,
-                                                encoders["text"].encode(prompts), len(tux.classnames))
+    zs = ZeroShotEvaluator.from_prompt_features(test.features["image"], labels, text_encoder.encode(prompts),
+                                                len(tux.classnames))
     n_test = len(test.features["image"])
     chance = {"image_retrieval_recall@1": 1 / n_test, "text_retrieval_recall@1": 1 / n_test,
               "zs_acc1": 1 / len(tux.classnames)}
-    print(f"store {store.root}; {tux.n_groups} stamps -> train {len(split['train'])}, val {len(split['val'])}, "
-          f"test {n_test}; features and prompts ready in {time.perf_counter() - t0:.1f}s")
+    return {"parts": parts, "zs": zs, "chance": chance, "n_test": n_test, "split": split}
 
-    methods = list(args.methods)
-    skipped = {}
-    if "multi-positive-mlp" in methods and max_items_per_group(parts["train"]) == 1:
-        methods.remove("multi-positive-mlp")
-        skipped["multi-positive-mlp"] = "every training stamp has one caption: multi-positive equals infonce here"
-        print("skipping multi-positive-mlp: " + skipped["multi-positive-mlp"])
+
+def run_split(prep: dict[str, Any], methods: list[str], towers: dict[str, Any], args: argparse.Namespace,
+              split_seed: int) -> list[dict[str, Any]]:
+    """Every (fraction, seed, method) run on one split."""
     runs: list[dict[str, Any]] = []
+    parts = prep["parts"]
     for frac in args.fractions:
         for seed in args.seeds:
             train_fs = subset(parts["train"], frac, seed)
@@ -197,26 +180,70 @@ def main(argv: list[str] | None = None) -> int:
                 t1 = time.perf_counter()
                 model, fit_info = fit_method(method, towers, train_fs, parts["val"], cfg, progress=False)
                 fit_s = time.perf_counter() - t1
-                r = evaluate_features(model, test)
-                r["zs_acc1"] = zs(model)["acc1"]
+                r = evaluate_features(model, parts["test"])
+                r["zs_acc1"] = prep["zs"](model)["acc1"]
                 epochs = len(fit_info["result"].history) if "result" in fit_info else 0
-                runs.append({"method": name, "fraction": frac, "seed": seed, "n_train_pairs": n_pairs,
-                             "fit_seconds": fit_s, "epochs": epochs, **r})
-                print(f"  {frac:>4.0%} seed {seed} {name:<19}" + " ".join(f"{v} {r[k]:.3f}" for k, v in METRICS.items())
+                runs.append({"method": name, "fraction": frac, "seed": seed, "split_seed": split_seed,
+                             "n_train_pairs": n_pairs, "fit_seconds": fit_s, "epochs": epochs, **r})
+                print(f"  split {split_seed} {frac:>4.0%} seed {seed} {name:<19}"
+                      + " ".join(f"{v} {r[k]:.3f}" for k, v in METRICS.items())
                       + f"  ({fit_s:.1f}s{f', {epochs} epochs' if epochs else ''})", flush=True)
+    return runs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", type=Path, default=None, help=f"embedding store (default: {default_store()})")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 1.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--split-seeds", type=int, nargs="+", default=[0], help="train/val/test splits to repeat on")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs cap (default: TrainConfig's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for methods.json and methods.png")
+    p.add_argument("--name", default="methods", help="file stem of the JSON and PNG written to --out")
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine_info()
+    print_header("alignment methods vs number of training pairs (Tux Paint, held-out stamps)", info)
+    t0 = time.perf_counter()
+    store = EmbeddingStore(args.store or default_store())
+    tux = load_tuxpaint()
+    encoders = {"image": create_encoder("effnet-lite0"), "text": create_encoder("minilm-l6")}
+    stored = encode_dataset(tux, encoders, store, {m: FINAL_LAYER for m in encoders}, progress=True)
+    towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.layer_info(FINAL_LAYER).dim, e.fingerprint())
+              for m, e in encoders.items()}
+    preps = {s: prepare_split(tux, stored, encoders["text"], s) for s in args.split_seeds}
+    first = preps[args.split_seeds[0]]
+    chance, n_test = first["chance"], first["n_test"]
+    print(f"store {store.root}; {tux.n_groups} stamps -> train {len(first['split']['train'])}, val "
+          f"{len(first['split']['val'])}, test {n_test}; features and prompts ready in {time.perf_counter() - t0:.1f}s")
+    methods = list(args.methods)
+    skipped = {}
+    if "multi-positive-mlp" in methods and max_items_per_group(first["parts"]["train"]) == 1:
+        methods.remove("multi-positive-mlp")
+        skipped["multi-positive-mlp"] = "every training stamp has one caption: multi-positive equals infonce here"
+        print("skipping multi-positive-mlp: " + skipped["multi-positive-mlp"])
+    runs = [r for s, prep in preps.items() for r in run_split(prep, methods, towers, args, s)]
     summary = summarize(runs)
     print_summary(summary, args.fractions)
     total = time.perf_counter() - t0
     print(f"\ntotal {total:.0f}s")
-    write_json(args.out / "methods.json", {
-        "benchmark": "methods", "machine": info, "config": {**vars(args), "split": SPLIT, "split_seed": 0,
-                                                           "zs_templates": "clipart"},
+    write_json(args.out / f"{args.name}.json", {
+        "benchmark": "methods", "machine": info, "config": {**vars(args), "split": SPLIT, "zs_templates": "clipart"},
         "methods": {m: {"method": METHODS[m][0], "train_config_changes": METHODS[m][1]} for m in methods},
         "skipped": skipped, "dataset": {"name": tux.name, "n_groups": tux.n_groups, "n_test": n_test},
         "chance": chance, "runs": runs, "summary": summary, "seconds": total,
     })
     if not args.no_plot:
-        plot(summary, chance, args.out / "methods.png")
+        plot(summary, chance, args.out / f"{args.name}.png", len(runs) // max(1, len(summary) * len(args.fractions)))
     full = str(max(args.fractions))
     weak = [m for m, s in summary.items() if s[full]["image_retrieval_recall@1"]["mean"] < 2 * chance[
         "image_retrieval_recall@1"]]

@@ -20,7 +20,7 @@ LAYERS = [
     {"encoders"},
     {"store"},
     {"evaluate"},  # metrics on embeddings only
-    {"align"},  # projectors, losses, trainer, closed-form maps: embeddings only
+    {"align", "adapt"},  # projectors, losses, trainer, closed-form maps; few-shot heads: embeddings only
     {"model", "features"},
     {"select", "curate"},
     {"search", "distributed", "report"},
@@ -63,7 +63,7 @@ def test_no_import_goes_up_a_layer():
     assert not bad, "imports against the one-way flow:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("package", ["align", "evaluate"])
+@pytest.mark.parametrize("package", ["align", "adapt", "evaluate"])
 def test_embedding_layers_never_see_encoders_model_or_store(package):
     for path in (SRC / package).rglob("*.py"):
         for _, name in _imported(ast.parse(path.read_text())):

@@ -24,6 +24,8 @@ Registered losses:
                   (Groger et al. 2025): for each modality, the divergence between the row-softmax
                   similarity distributions of the frozen input features and of the projected embeddings
                   within the batch, so projection keeps each encoder's neighbourhood geometry.
+  symile, vsepp,  in their own modules (align/symile.py, align/hard_negatives.py): Symile's three-way
+  geomix          loss; the VSE++ max-violation triplet loss; InfoNCE + geodesic-mixup hard negatives.
 """
 
 from __future__ import annotations
@@ -201,8 +203,8 @@ class PairwiseLoss(AlignmentLoss):
 
 
 LossFactory = Callable[..., AlignmentLoss]
-# symile's module registers itself on first lookup (it imports this module, so not the other way round)
-LOSSES: Registry[LossFactory] = Registry("loss", plugins=["modalign.align.symile"])
+# these modules register their losses on first lookup (they import this module, so not the other way round)
+LOSSES: Registry[LossFactory] = Registry("loss", plugins=["modalign.align.symile", "modalign.align.hard_negatives"])
 
 
 def register_loss(name: str, description: str = "") -> Callable[[LossFactory], LossFactory]:

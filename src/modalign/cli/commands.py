@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("modalign.cli.cmd_eval", 'evaluate a saved model: retrieval, zero-shot, or the whole benchmark suite'),
     "select": ("modalign.cli.cmd_select", 'rank image/text encoders and layers by how similar their representations are'),
     "curate": ("modalign.cli.cmd_curate", 'pick a concept-balanced, de-duplicated subset of image-caption pairs'),
+    "adapt": ("modalign.cli.cmd_adapt", 'few-shot adaptation: linear probe, cache and prototype heads vs zero-shot'),
     "diagnose": ("modalign.cli.cmd_diagnose", "diagnose a saved model's embedding space (gap, alignment, uniformity, confusion)"),
     "store": ("modalign.cli.cmd_store", "list, inspect or delete the embedding store's entries"),
     "extend": ("modalign.cli.cmd_extend", 'add a modality (e.g. audio) to an aligned model, leaving its towers untouched'),
