@@ -346,6 +346,8 @@ def test_a_crash_while_writing_a_shard_leaves_no_partial_shard(tmp_path, tux_ima
     saves = []
 
     def crash_on_second_shard(file, arr, *args, **kwargs):
+        if np.ndim(arr) != 2:  # not a shard's vectors (the entry's item hashes)
+            return real_save(file, arr, *args, **kwargs)
         saves.append(arr.shape)
         if len(saves) < 2:
             return real_save(file, arr, *args, **kwargs)

@@ -27,6 +27,7 @@ class Column:
     items: Sequence[Any]  # raw inputs: Path, np.ndarray (H, W[, C]) uint8, str
     groups: np.ndarray  # (n,) int64: the group (e.g. image/stamp) each item belongs to
     _hash: str | None = field(default=None, repr=False, compare=False)
+    _item_hashes: list[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.groups = np.asarray(self.groups, dtype=np.int64)
@@ -42,20 +43,35 @@ class Column:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def item_hashes(self) -> list[str]:
+        """Per item, a hash of its content alone (file bytes, array bytes, string; not its id or path).
+
+        Equal hashes mean equal inputs to an encoder: the store reuses an item's vector across data sets.
+        """
+        if self._item_hashes is None:
+            out = []
+            for item in self.items:
+                h = hashlib.blake2b(digest_size=16)  # 32 hex characters
+                hash_item(item, h)
+                out.append(h.hexdigest())
+            self._item_hashes = out
+        return self._item_hashes
+
     def content_hash(self) -> str:
         """Hash of ids and item content (file bytes, array bytes, strings): part of the store key."""
         if self._hash is None:
             h = hashlib.blake2b(digest_size=32)
             h.update(self.modality.encode())
-            for item_id, item in zip(self.ids, self.items, strict=True):
-                h.update(item_id.encode() + b"\x00")
-                hash_item(item, h)
+            for item_id, item_hash in zip(self.ids, self.item_hashes(), strict=True):
+                h.update(item_id.encode() + b"\x00" + item_hash.encode())
             self._hash = h.hexdigest()[:32]
         return self._hash
 
     def take(self, rows: np.ndarray | Sequence[int]) -> Column:
         rows = np.asarray(rows, dtype=np.int64)
-        return Column(self.modality, [self.ids[i] for i in rows], [self.items[i] for i in rows], self.groups[rows])
+        hashes = None if self._item_hashes is None else [self._item_hashes[i] for i in rows]
+        return Column(self.modality, [self.ids[i] for i in rows], [self.items[i] for i in rows], self.groups[rows],
+                      _item_hashes=hashes)
 
 
 @dataclass

@@ -52,10 +52,12 @@ class _ShardWorker:
     def encode(self, ids: Sequence[str], items: Sequence[Any], layout: Any, pending: list[Any],
                shards: list[int], load_workers: int) -> dict[str, int]:
         """Writes shards `shards` of each pending entry; returns {layer: shards written}."""
-        from modalign.store.encode_plan import PendingEntry, encode_shards
+        from dataclasses import replace
+
+        from modalign.store.encode_plan import encode_shards
 
         mine = set(shards)
-        share = [PendingEntry(p.layer, p.folder, p.digest, p.dim, p.dtype, p.todo & mine) for p in pending]
+        share = [replace(p, todo=p.todo & mine, written=0) for p in pending]  # reusable rows travel along
         share = [p for p in share if p.todo]
         encode_shards(ids, items, self.encoder, layout, share, num_workers=load_workers, progress=False,
                       desc=f"ray encode {self.encoder.spec}")

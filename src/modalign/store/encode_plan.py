@@ -6,13 +6,16 @@
 
 Items whose `load` raises InvalidItem are skipped with the reason; their rows stay zeros and are
 flagged invalid. Vectors that are not finite after the cast to the storage dtype are skipped too.
+Rows another entry already holds (`PendingEntry.reuse`, see items.py) are copied into the shard buffer
+first; only the other rows of a shard are batched through the encoder (all of them, in the shard's
+fixed batches, when nothing is reused).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from modalign.store.shards import ShardLayout, write_shard
 
 if TYPE_CHECKING:
     from modalign.encoders.base import Encoder
+    from modalign.store.items import ReusedRows
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class PendingEntry:
     dtype: str  # storage dtype
     todo: set[int]  # shard indices to compute
     written: int = 0  # shards written by this run
+    reuse: ReusedRows | None = None  # rows whose vectors other entries hold (copied, not encoded)
+    reused: int = 0  # rows of the todo shards found in `reuse` when the plan was made
 
 
 @dataclass
@@ -85,8 +91,7 @@ def encode_shards(ids: Sequence[str], items: Sequence[Any], encoder: Encoder, la
     shards = sorted(set().union(*(p.todo for p in pending)))
     if not shards:
         return
-    tasks = [(s, rows) for s in shards for rows in layout.batches(s)]
-    remaining = {s: len(layout.batches(s)) for s in shards}  # batches left before shard s can be written
+    remaining: dict[int, int] = {}  # batches left before shard s can be written
     buffers: dict[int, dict[str, _ShardBuffer]] = {}
 
     from tqdm.auto import tqdm
@@ -95,8 +100,29 @@ def encode_shards(ids: Sequence[str], items: Sequence[Any], encoder: Encoder, la
     bar = tqdm(total=layout.n_items, initial=done_rows, desc=desc, unit="item",
                disable=None if progress else True, dynamic_ncols=True)
     loader = _Loader(encoder.load, num_workers)
-    queue: deque[tuple[int, range, list[Future]]] = deque()
-    next_task = iter(tasks)
+    queue: deque[tuple[int, list[int], list[Future]]] = deque()
+
+    def write(s: int) -> None:
+        for p in pending:
+            if s in p.todo:
+                buf = buffers[s][p.layer]
+                write_shard(p.folder, s, layout, p.digest, buf.vectors, buf.valid, buf.skipped)
+                p.written += 1
+        del buffers[s]
+
+    def tasks() -> Iterator[tuple[int, list[int]]]:
+        """Batches of rows to encode, shard by shard; a shard's reusable rows are filled in as it starts."""
+        for s in shards:
+            buffers[s], rows = _start_shard(s, layout, [p for p in pending if s in p.todo])
+            bar.update(len(layout.rows(s)) - len(rows))
+            batches = [rows[i : i + layout.batch_size] for i in range(0, len(rows), layout.batch_size)]
+            if not batches:
+                write(s)  # every row was reused
+                continue
+            remaining[s] = len(batches)
+            yield from ((s, b) for b in batches)
+
+    next_task = tasks()
 
     def fill() -> None:
         while len(queue) < PREFETCH_BATCHES:
@@ -112,28 +138,34 @@ def encode_shards(ids: Sequence[str], items: Sequence[Any], encoder: Encoder, la
             s, rows, futures = queue.popleft()
             fill()  # the next batches decode while this one runs
             wanted = [p for p in pending if s in p.todo]
-            if s not in buffers:
-                n = len(layout.rows(s))
-                buffers[s] = {p.layer: _ShardBuffer(np.zeros((n, p.dim), dtype=p.dtype), np.zeros(n, dtype=bool))
-                              for p in wanted}
             _run_batch(encoder, ids, rows, futures, layout.rows(s).start, wanted, buffers[s])
             bar.update(len(rows))
             remaining[s] -= 1
             if remaining[s] == 0:
-                for p in wanted:
-                    buf = buffers[s][p.layer]
-                    write_shard(p.folder, s, layout, p.digest, buf.vectors, buf.valid, buf.skipped)
-                    p.written += 1
-                del buffers[s]
+                write(s)
     finally:
         loader.close()
         bar.close()
 
 
-def _run_batch(encoder: Encoder, ids: Sequence[str], rows: range, futures: list[Future], shard_start: int,
+def _start_shard(s: int, layout: ShardLayout, wanted: list[PendingEntry]) -> tuple[dict[str, _ShardBuffer], list[int]]:
+    """Shard s's empty buffers with the reusable rows filled in, and the rows left to encode (for every layer)."""
+    rows = layout.rows(s)
+    n = len(rows)
+    buffers = {p.layer: _ShardBuffer(np.zeros((n, p.dim), dtype=p.dtype), np.zeros(n, dtype=bool)) for p in wanted}
+    done = np.ones(n, dtype=bool)  # (n,) rows every layer could copy
+    for p in wanted:
+        filled = np.zeros(n, dtype=bool)
+        if p.reuse is not None and p.reuse.found(rows).any():
+            filled = p.reuse.fill(rows, buffers[p.layer].vectors, buffers[p.layer].valid)
+        done &= filled
+    return buffers, [rows.start + int(i) for i in np.flatnonzero(~done)]
+
+
+def _run_batch(encoder: Encoder, ids: Sequence[str], rows: Sequence[int], futures: list[Future], shard_start: int,
                wanted: list[PendingEntry], buffers: dict[str, _ShardBuffer]) -> None:
     """Gathers one batch's decoded items, runs the forward pass once, files the vectors per layer."""
-    loaded, keep, skipped = [], [], {}
+    loaded, keep, skipped = [], [], []
     for r, fut in zip(rows, futures, strict=True):
         try:
             ok, value = fut.result()
@@ -144,10 +176,11 @@ def _run_batch(encoder: Encoder, ids: Sequence[str], rows: range, futures: list[
             loaded.append(value)
             keep.append(r - shard_start)
         else:
-            skipped[ids[r]] = value
+            skipped.append((r - shard_start, ids[r], value))
             logger.debug("skipped %s: %s", ids[r], value)
     for buf in buffers.values():
-        buf.skipped.update(skipped)
+        # a row this layer already copied from another entry keeps its vector
+        buf.skipped.update((item_id, reason) for row, item_id, reason in skipped if not buf.valid[row])
     if not loaded:
         return
     out = encoder.forward(encoder.collate(loaded), [p.layer for p in wanted])

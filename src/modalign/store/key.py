@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from modalign.data.column import Column
     from modalign.encoders.base import Encoder
 
-FORMAT_VERSION = 1  # bump when the on-disk layout changes: old entries then get new folders
+FORMAT_VERSION = 2  # bump when the on-disk layout changes: old entries then get new folders (2: item_hashes.npy)
 DIGEST_LENGTH = 24  # hex characters of the folder name
 STORAGE_DTYPES = ("float32", "float16")
 

@@ -32,6 +32,7 @@ class EncodeReport:
     reasons: Counter[str] = field(default_factory=Counter)  # reason category -> count
     shards_reused: int = 0  # complete shards found on disk and kept
     shards_written: int = 0  # shards computed by this call
+    items_copied: int = 0  # items of those shards copied from other entries (same encoder, equal content)
     seconds: float = 0.0  # wall time of this call
 
     def summary(self) -> str:
@@ -39,4 +40,6 @@ class EncodeReport:
         text = f"encoded {self.n_encoded}, skipped {self.n_skipped}"
         if self.reasons:
             text += f" (reasons: {', '.join(f'{r}: {n}' for r, n in sorted(self.reasons.items(), key=lambda x: (-x[1], x[0])))})"
+        if self.items_copied:
+            text += f"; {self.items_copied} copied from other store entries, not encoded again"
         return text

@@ -5,7 +5,9 @@
     emb = store.get(column, encoder, "final")                     # a complete entry, or None
 
 Each (column, encoder, layer, dtype) is one entry: a folder named after its cache key's digest (see
-manifest.py for what it holds). An interrupted encode resumes from the shards already on disk.
+manifest.py for what it holds). An interrupted encode resumes from the shards already on disk. Items that
+another entry of the same encoder, layer, preprocessing and dtype already holds (equal content, any data
+set) are copied from it instead of encoded (items.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modalign.errors import ConfigError, MismatchError
+from modalign.store import items as it
 from modalign.store import manifest as mf
 from modalign.store.embeddings import StoredEmbeddings
 from modalign.store.encode_plan import PendingEntry, encode_shards
@@ -138,17 +141,21 @@ class EmbeddingStore:
 
         `written`: layer -> shards written by this run (by this process or by distributed workers).
         """
-        return self._complete(plan.states, plan.ids, written, plan.start)
+        reused = {p.layer: p.reused for p in plan.pending}
+        return self._complete(plan.states, plan.ids, written, plan.start, reused)
 
     def _complete(self, states: list[_EntryState], ids: Sequence[str], written: dict[str, int],
-                  start: float) -> dict[str, StoredEmbeddings]:
+                  start: float, reused: dict[str, int] | None = None) -> dict[str, StoredEmbeddings]:
         out = {}
         for s in states:
             if s.layer in written:
                 self._finish(s, ids)
             emb = self._load(s.folder, s.key)
+            if not it.marker_path(self.root, s.key).exists():  # an entry completed before markers existed
+                it.add_marker(self.root, s.key)
             emb.report.shards_reused = len(s.good)
             emb.report.shards_written = written.get(s.layer, 0)
+            emb.report.items_copied = (reused or {}).get(s.layer, 0)
             emb.report.seconds = time.perf_counter() - start
             verb = "reused" if s.layer not in written else "stored"
             logger.info("%s %s: %s", verb, s.key.describe(), emb.report.summary())
@@ -200,10 +207,33 @@ class EmbeddingStore:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / mf.IDS).exists():
             mf.write_ids(folder, list(column.ids))
+        if not (folder / it.ITEM_HASHES).exists():
+            it.write_item_hashes(folder, column.item_hashes())
         created = state.manifest.created if state.manifest is not None else _now()
         mf.write_manifest(folder, mf.Manifest(state.key, state.dim, layout, complete=False, created=created,
                                               info=_provenance(encoder)))
-        return PendingEntry(state.layer, folder, state.key.digest(), state.dim, state.key.dtype, set(state.todo))
+        pending = PendingEntry(state.layer, folder, state.key.digest(), state.dim, state.key.dtype, set(state.todo))
+        pending.reuse = self._reusable(state.key, column)
+        if pending.reuse is not None:
+            pending.reused = sum(int(pending.reuse.found(layout.rows(i)).sum()) for i in state.todo)
+            logger.info("%d of %d items of %s are in other store entries: copied, not encoded",
+                        pending.reused, len(column), state.key.describe())
+        return pending
+
+    def _reusable(self, key: CacheKey, column: Column) -> it.ReusedRows | None:
+        """The rows of `column` that complete entries of the same encoder, layer and dtype already hold."""
+        sources = []
+        for digest in it.source_digests(self.root, key):
+            try:
+                entry = self.open(digest)
+                hashes = it.read_item_hashes(entry.path)
+            except (ConfigError, MismatchError, OSError, ValueError) as e:
+                logger.debug("store entry %s is no source of reusable items: %s", digest, e)
+                continue
+            if it.reuse_digest(entry.key) != it.reuse_digest(key) or len(hashes) != len(entry):
+                continue  # a misplaced marker or a damaged entry: never a source
+            sources.append((entry, hashes))
+        return it.match_items(column.item_hashes(), sources) if sources else None
 
     def _finish(self, state: _EntryState, ids: Sequence[str]) -> None:
         """Gathers the sidecars into valid.npy / skipped.json, then marks the manifest complete."""
@@ -231,6 +261,7 @@ class EmbeddingStore:
         manifest.reasons = dict(count_reasons(skipped))
         manifest.completed = _now()
         mf.write_manifest(folder, manifest)  # last: from here on the entry counts as complete
+        it.add_marker(self.root, state.key)  # its items can now be reused by other entries
 
     # ---- reading ----------------------------------------------------------------------------
     def get(self, column: Column, encoder: Encoder, layer: str = "final",
@@ -297,6 +328,12 @@ class EmbeddingStore:
         folder = self.root / digest
         if not (folder / mf.MANIFEST).is_file():
             raise ConfigError(f"no store entry {digest!r} in {self.root}")
+        try:
+            manifest = mf.read_manifest(folder)
+        except MismatchError:
+            manifest = None  # a damaged entry: its marker (if any) is skipped as a source anyway
+        if manifest is not None:
+            it.remove_marker(self.root, manifest.key)
         shutil.rmtree(folder)
 
 
