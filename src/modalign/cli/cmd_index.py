@@ -1,4 +1,4 @@
-"""`modalign index build|add|delete|info|upgrade`: a persistent search index over a saved model's space."""
+"""`modalign index build|add|delete|info|upgrade|calibrate`: a persistent search index over a saved model's space."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modalign.cli.commands import summary
 from modalign.cli.common import add_common, add_encoding, data_options, dumps, open_store
+from modalign.cli.relevance_args import add_calibrate_parser, run_calibrate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,11 +54,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--epochs", type=int, default=300)
     add_encoding(u)
     add_common(u)
+    add_calibrate_parser(isub)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"build": _build, "add": _add, "delete": _delete, "info": _info, "upgrade": _upgrade}[args.index_task](args)
+    return {"build": _build, "add": _add, "delete": _delete, "info": _info, "upgrade": _upgrade,
+            "calibrate": run_calibrate}[args.index_task](args)
 
 
 def _build(args: argparse.Namespace) -> int:

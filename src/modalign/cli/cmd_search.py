@@ -9,6 +9,7 @@ from pathlib import Path
 from modalign.cli.commands import summary
 from modalign.cli.common import add_common, print_table
 from modalign.cli.loading import reranker_for
+from modalign.cli.relevance_args import add_cut_flags, cut_policy
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--invgc", choices=["off", "invgc", "localadj"], default="off", nargs="?", const="invgc",
                    help="re-rank with InvGC (or its LocalAdj variant) against references from the index")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_cut_flags(p)
     add_common(p, store=False)
     p.set_defaults(run=run)
 
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from modalign.errors import ConfigError
     from modalign.model import AlignedModel
     from modalign.search.index import SearchIndex
+    from modalign.search.relevance import apply_policy, load_calibrations
 
     if (args.query is None) == (args.image is None):
         raise ConfigError("give either a text query or --image PATH")
@@ -44,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
     model = AlignedModel.from_pretrained(model_dir, device=args.device)
     vec = (model.encode_image([args.image]) if args.image else model.encode_text([args.query])).cpu().numpy()
     rerank = reranker_for(index, model, args.invgc)
-    hits = index.search(vec, args.k, rerank=rerank)[0]
+    policy = cut_policy(args)
+    calibration = load_calibrations(index.folder, index.info.space).get("image" if args.image else "text")
+    hits = apply_policy(index.search(vec, policy.fetch, rerank=rerank)[0], calibration, policy)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
     else:
-        rows = [{"rank": i + 1, "score": h.score, "key": h.item.key, "caption": h.item.caption or ""}
-                for i, h in enumerate(hits)]
-        print_table(rows, ["rank", "score", "key", "caption"], title=f"top {args.k} in {args.index}")
+        rows = [{"rank": i + 1, "score": h.score, "relevance": "" if h.relevance is None else h.relevance,
+                 "key": h.item.key, "caption": h.item.caption or ""} for i, h in enumerate(hits)]
+        columns = ["rank", "score", *(["relevance"] if calibration else []), "key", "caption"]
+        what = f"top {args.k}" if not policy.adaptive else f"{len(hits)} hits (at most {policy.k_max})"
+        print_table(rows, columns, title=f"{what} in {args.index}")
     return 0

@@ -87,9 +87,11 @@ class IndexInfo:
 class Hit:
     score: float  # cosine similarity (after InvGC when used)
     item: Item
+    relevance: float | None = None  # calibrated P(relevant | score), when the index has a calibration (relevance.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": round(float(self.score), 6), **self.item.to_dict()}
+        rel = {} if self.relevance is None else {"relevance": round(float(self.relevance), 6)}
+        return {"score": round(float(self.score), 6), **rel, **self.item.to_dict()}
 
 
 class SearchIndex:

@@ -4,6 +4,7 @@
     save_calibration(index.folder, cal, index.info.space)                       # INDEX/relevance.json
     cals = load_calibrations(index.folder, index.info.space)                    # {"text": cal, ...}
     n = cut(scores, cals["text"](scores), CutPolicy(min_relevance=0.5, adaptive_k=True, k_max=50))
+    hits = apply_policy(index.search(q, k=policy.fetch)[0], cals.get("text"), policy)   # with .relevance
 
 Calibration: a logistic map of the cosine score, P(relevant | s) = sigmoid(slope * s + intercept),
 fitted by Newton's method on every (held-out query, item) pair labelled relevant (same key: the same
@@ -26,13 +27,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalign.errors import ConfigError, MismatchError
+
+if TYPE_CHECKING:
+    from modalign.search.index import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -203,3 +208,14 @@ def cut(scores: np.ndarray, relevance: np.ndarray | None, policy: CutPolicy) -> 
         gaps = scores[policy.k_min - 1:keep - 1] - scores[policy.k_min:keep]  # gap after rank k_min .. keep-1
         keep = policy.k_min + int(np.argmax(gaps))
     return keep
+
+
+def apply_policy(hits: Sequence[Hit], calibration: RelevanceCalibration | None, policy: CutPolicy) -> list[Hit]:
+    """A query's hits (best first, at least policy.fetch of them when there are) with their relevance filled
+    in when a calibration is given, cut to the number `cut` keeps."""
+    scores = np.array([h.score for h in hits], dtype=np.float64)
+    rel = calibration(scores) if calibration is not None else None
+    n = cut(scores, rel, policy)
+    if rel is None:
+        return list(hits[:n])
+    return [replace(h, relevance=float(r)) for h, r in zip(hits[:n], rel[:n], strict=True)]

@@ -10,6 +10,7 @@ Modules, one job each:
   engine.py    one micro-batch: one encoder forward + one index search
   images.py    uploads and thumbnails through the guarded image decoder (SVG included)
   routes.py    the routes and their request checks
+  cutting.py   calibrated relevance and adaptive top-k per request (search/relevance.py)
   app.py       create_app wires them
 FastAPI is imported here (route signatures need it): import this package only where the service is
 wanted (`modalign serve`, tests); `import modalign` never does.

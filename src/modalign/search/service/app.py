@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from modalign.search.relevance import load_calibrations
 from modalign.search.service import routes
 from modalign.search.service.batching import MicroBatcher, Overloaded
 from modalign.search.service.config import BadInput, ServiceConfig
@@ -37,7 +38,8 @@ def create_app(index: Any, model: Any, config: ServiceConfig, reranker: Any = No
 
     app = FastAPI(title="modalign search", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     ctx = routes.Context(config, index, model, batcher, Thumbnails(config.thumb_size, config.thumb_cache),
-                         asyncio.Semaphore(config.decode_workers), reranker)
+                         asyncio.Semaphore(config.decode_workers), reranker,
+                         calibrations=load_calibrations(index.folder, index.info.space))
     routes.register(app, ctx)
     _register_errors(app)
     app.add_middleware(Guard, config=config, retry_after=batcher.retry_after)

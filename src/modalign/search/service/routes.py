@@ -2,8 +2,8 @@
 
     GET  /health               liveness (no key)
     GET  /ready                index facts + queue state
-    POST /search/text          {"text": str | [str], "k": int}
-    POST /search/image         multipart `file`, ?k=
+    POST /search/text          {"text": str | [str], "k": int, "min_relevance": P, "adaptive_k": bool, "k_max": int}
+    POST /search/image         multipart `file`, ?k=&min_relevance=&adaptive_k=&k_max=  (cutting.py)
     POST /embed/text           {"texts": [str]}
     POST /embed/image          multipart `file`
     GET  /items/{id}/image     a PNG thumbnail of an indexed image (SVG included)
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from modalign.search.service.batching import MicroBatcher
 from modalign.search.service.config import BadInput, ServiceConfig
+from modalign.search.service.cutting import finish, request_policy
 from modalign.search.service.images import Thumbnails, decode_upload
 
 WEB_DIR = FilePath(__file__).resolve().parents[1] / "web"
@@ -36,6 +37,9 @@ MAX_VID = 2**63 - 1  # SQLite's INTEGER range: larger ids cannot exist (422, not
 class TextQuery(BaseModel):
     text: str | list[str]  # one query, or a batch
     k: int = 10
+    min_relevance: float | None = None  # only hits with calibrated relevance >= this
+    adaptive_k: bool = False  # cut at the largest gap of the score curve
+    k_max: int | None = None  # at most this many hits with either rule (default min(50, max_k))
 
 
 class Texts(BaseModel):
@@ -51,6 +55,7 @@ class Context:
     thumbnails: Thumbnails
     decoding: asyncio.Semaphore  # uploads decoded at once
     reranker: Any = None
+    calibrations: dict[str, Any] = field(default_factory=dict)  # query modality -> RelevanceCalibration
 
 
 def check_text(text: str, limit: int) -> None:
@@ -119,6 +124,7 @@ def _register_info(app: FastAPI, ctx: Context) -> None:
         info = ctx.index.info
         return {"ready": True, "items": len(ctx.index), "modality": info.modality, "kind": info.kind,
                 "embed_dim": info.embed_dim, "invgc": ctx.reranker is not None,
+                "relevance": sorted(ctx.calibrations),
                 "queued": dict(ctx.batcher.queued), "batches": ctx.batcher.batches,
                 "dropped": ctx.batcher.dropped}
 
@@ -139,7 +145,10 @@ def _register_text(app: FastAPI, ctx: Context) -> None:
         k = check_k(q.k, ctx.config)
         if "text" not in ctx.model.towers:
             raise BadInput(400, "this model has no text tower")
-        (_, hits), timing = await ctx.batcher.submit("text", texts, k, sum(map(len, texts)))
+        cal = ctx.calibrations.get("text")
+        policy = request_policy(k, q.min_relevance, q.adaptive_k, q.k_max, ctx.config, cal)
+        (_, hits), timing = await ctx.batcher.submit("text", texts, policy.fetch, sum(map(len, texts)))
+        hits = finish(hits, cal, policy)
         if isinstance(q.text, str):
             return answer({"results": hits_json(hits[0])}, timing)
         return answer({"results": [hits_json(h) for h in hits]}, timing)
@@ -153,10 +162,14 @@ def _register_text(app: FastAPI, ctx: Context) -> None:
 
 def _register_image(app: FastAPI, ctx: Context) -> None:
     @app.post("/search/image")
-    async def search_image(file: UploadFile = File(...), k: int = 10) -> JSONResponse:
+    async def search_image(file: UploadFile = File(...), k: int = 10, min_relevance: float | None = None,
+                           adaptive_k: bool = False, k_max: int | None = None) -> JSONResponse:
         k = check_k(k, ctx.config)
+        cal = ctx.calibrations.get("image")
+        policy = request_policy(k, min_relevance, adaptive_k, k_max, ctx.config, cal)
         img = await read_image(ctx, file)
-        (_, hits), timing = await ctx.batcher.submit("image", [img], k, 1)
+        (_, hits), timing = await ctx.batcher.submit("image", [img], policy.fetch, 1)
+        hits = finish(hits, cal, policy)
         return answer({"results": hits_json(hits[0])}, timing)
 
     @app.post("/embed/image")

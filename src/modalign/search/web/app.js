@@ -46,6 +46,12 @@ function show(results) {
     score.className = "score";
     score.textContent = "#" + (rank + 1) + "  " + hit.score.toFixed(3);
     div.appendChild(score);
+    if (hit.relevance !== undefined) {
+      const rel = document.createElement("div");
+      rel.className = "relevance";
+      rel.textContent = "relevance " + hit.relevance.toFixed(2);
+      div.appendChild(rel);
+    }
     const cap = document.createElement("div");
     cap.className = "caption";
     cap.textContent = hit.caption || hit.key;
@@ -70,17 +76,27 @@ async function call(url, options) {
 
 function k() { return parseInt($("k").value || "8", 10); }
 
+// k, and the relevance cut when asked for: {k, min_relevance?, adaptive_k?, k_max?}
+function cutParams() {
+  const p = {k: k()};
+  const minrel = $("minrel").value.trim();
+  if (minrel !== "") p.min_relevance = parseFloat(minrel);
+  if ($("adaptive").checked) p.adaptive_k = true;
+  if (minrel !== "" || $("adaptive").checked) p.k_max = parseInt($("kmax").value || "50", 10);
+  return p;
+}
+
 function searchText() {
   const text = $("query").value.trim();
   if (!text) { status("type a query first", true); return; }
   call("/search/text", {method: "POST", headers: {"Content-Type": "application/json"},
-                        body: JSON.stringify({text: text, k: k()})});
+                        body: JSON.stringify(Object.assign({text: text}, cutParams()))});
 }
 
 function searchImage(file) {
   const form = new FormData();
   form.append("file", file);
-  call("/search/image?k=" + k(), {method: "POST", body: form});
+  call("/search/image?" + new URLSearchParams(cutParams()).toString(), {method: "POST", body: form});
 }
 
 $("go").addEventListener("click", searchText);
