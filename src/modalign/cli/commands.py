@@ -8,6 +8,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encoders": ("modalign.cli.cmd_encoders", "list available encoders, or show one encoder's layers"),
     "encode": ("modalign.cli.cmd_encode", 'encode a data set into the embedding store (cached, resumable)'),
     "train": ("modalign.cli.cmd_train", 'train projectors that align an image and a text encoder on image-caption pairs'),
+    "methods": ("modalign.cli.cmd_methods", "list the alignment methods (the default, auto, first)"),
     "eval": ("modalign.cli.cmd_eval", 'evaluate a saved model: retrieval or zero-shot classification'),
     "select": ("modalign.cli.cmd_select", 'rank image/text encoders and layers by how similar their representations are'),
     "curate": ("modalign.cli.cmd_curate", 'pick a concept-balanced, de-duplicated subset of image-caption pairs'),
