@@ -116,3 +116,27 @@ def plot_sweep(summary: dict[str, Any], path: Path, methods: tuple[str, ...] = (
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
+
+
+def markdown(summary: dict[str, Any], printed: list[str]) -> str:
+    """BENCHMARKS.md tables: per data set and fraction, mean ± std of each method, best first."""
+    cols = [("mean_recall@1", "mean R@1"), ("image_retrieval_recall@1", "t2i R@1"),
+            ("text_retrieval_recall@1", "i2t R@1"), ("zs", "zero-shot"), ("fmnist_zs", "FMNIST zero-shot")]
+    out = []
+    for name, per_frac in summary.items():
+        for frac, cell in sorted(per_frac.items(), key=lambda kv: -float(kv[0])):
+            methods = cell["methods"]
+            shown = [(k, h) for k, h in cols if any(k in s for s in methods.values())]
+            n_pairs = next(iter(methods.values()))["n_train_pairs"]
+            out += [f"**{name}, {float(frac):.0%} of the training groups ({n_pairs:.0f} pairs)**", "",
+                    "| method | runs | " + " | ".join(h for _, h in shown) + " | fit s |",
+                    "|---|---|" + "---|" * len(shown) + "---|"]
+            for m, s in sorted(methods.items(), key=lambda kv: -kv[1]["mean_recall@1"]["mean"]):
+                label = f"**{m}**" if m == "auto" else m + (" (baseline)" if m in printed else "")
+                out.append(f"| {label} | {s['mean_recall@1']['n']} | "
+                           + " | ".join(_fmt(s.get(k)) for k, _ in shown) + f" | {s['fit_seconds']:.1f} |")
+            auto = cell["auto"]
+            if auto["n"]:
+                out += ["", f"auto's choice was the test-best of its candidates on {auto['right']}/{auto['n']} splits."]
+            out.append("")
+    return "\n".join(out)

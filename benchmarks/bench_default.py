@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import BENCH_DIR, RESULTS_DIR, machine_info, print_header, write_json
-from _default_report import plot_sweep, print_tables, summarize
+from _default_report import markdown, plot_sweep, print_tables, summarize
 
 from modalign.align.evaluators import ZeroShotEvaluator
 from modalign.align.features import FeatureSet
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=BENCH_DIR / ".cache" / "default_runs.jsonl")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "default.json")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "default_sweep.png")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                            "runs": runs, "summary": summary, "seconds": time.perf_counter() - t0})
     if len(args.fractions) > 1:
         plot_sweep(summary, args.plot)
+    if args.markdown:
+        args.markdown.write_text(markdown(summary, BASELINES))
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
     return 1 if failed else 0
 

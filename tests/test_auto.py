@@ -159,3 +159,14 @@ def test_finetune_starts_exactly_at_the_closed_form_map():
         torch.testing.assert_close(tuned.project(m, feats), start.project(m, feats), rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="procrustes, cca or ridge"):
         fit_method("finetune", towers, train, val, TrainConfig(), options={"init": "kcca"})
+
+
+def test_methods_command_lists_the_default_first(capsys):
+    from modalign.cli.main import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("auto (default)") < out.index("asif") < out.index("kcca") < out.index("mlp")
+    assert main(["methods", "bridge"]) == 0
+    out = capsys.readouterr().out
+    assert "bridge+kcca" in out and "mlp" not in out

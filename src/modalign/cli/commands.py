@@ -9,6 +9,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("modalign.cli.cmd_datasets", "list the built-in data sets: size, licence, installed or how to install"),
     "encode": ("modalign.cli.cmd_encode", 'encode a data set into the embedding store (cached, resumable)'),
     "train": ("modalign.cli.cmd_train", 'train projectors that align an image and a text encoder on image-caption pairs'),
+    "methods": ("modalign.cli.cmd_methods", "list the alignment methods (the default, auto, first)"),
     "eval": ("modalign.cli.cmd_eval", 'evaluate a saved model: retrieval, zero-shot, or the whole benchmark suite'),
     "select": ("modalign.cli.cmd_select", 'rank image/text encoders and layers by how similar their representations are'),
     "curate": ("modalign.cli.cmd_curate", 'pick a concept-balanced, de-duplicated subset of image-caption pairs'),
