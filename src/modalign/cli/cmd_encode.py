@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-layers", action="store_true", help="store every layer the encoder declares")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage precision")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=256,
+                   help="items per shard: the unit written at once and kept when a run is interrupted")
     add_encoding(p)
     add_common(p)
     p.set_defaults(run=run)
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     layers = encoder.layer_names() if args.all_layers else encoder.resolve_layers(args.layer)
     store = open_store(args)
     entries = store.encode(column, encoder, layers, dtype=args.dtype, batch_size=args.batch_size,
-                           progress=not args.quiet)
+                           shard_size=args.shard_size, progress=not args.quiet)
     rows = []
     for layer, e in entries.items():
         rows.append({"layer": layer, "dim": e.dim, "items": len(e.ids), "encoded": int(e.valid.sum()),

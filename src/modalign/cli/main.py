@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -13,6 +14,8 @@ from modalign import __version__
 from modalign.cli.commands import COMMANDS
 from modalign.cli.common import setup_logging
 from modalign.errors import ModalignError
+
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # full disk, file-size limit, quota
 
 DESCRIPTION = """\
 modalign aligns frozen unimodal encoders (an image model, a text model) into one CLIP-like
@@ -61,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logging.getLogger("modalign").error("interrupted; finished store shards are kept, rerun to resume")
         return 130
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        logging.getLogger("modalign").error(
+            "no room to write %s (%s): free some space and run the same command again; finished store shards "
+            "and complete run folders are kept, nothing half-written is", e.filename or "a file", e.strerror)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ def ranks_of_best_positive(scores: torch.Tensor, positive: torch.Tensor) -> torc
     Rows with no positive get -1 (the caller leaves them out); rows whose positives all score NaN get
     NOT_FOUND.
     """
+    if scores.shape[1] == 0:  # no candidates at all: no row has a positive
+        return torch.full((scores.shape[0],), -1, dtype=torch.long)
     nan = torch.isnan(scores)
     best = scores.masked_fill(~positive | nan, float("-inf")).max(dim=1).values  # (b,)
     # a wrong candidate beats the query when it scores >= the best right one, or NaN

@@ -23,7 +23,8 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> P
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("recall")
     ax2.set_title("validation retrieval")
-    ax2.legend(fontsize=8)
+    if ax2.lines:  # no validation part (e.g. all its items skipped): nothing to label
+        ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

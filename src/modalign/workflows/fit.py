@@ -155,7 +155,7 @@ def _fit_into(dataset: AlignedDataset, config: FitConfig, out_dir: Path, store: 
     split = dataset.split(config.split, seed=config.split_seed)
     split_names = {k: [dataset.group_names[g] for g in v] for k, v in split.items()}
     atomic_write_json(out_dir / "split.json", split_names)
-    parts = {k: feature_set(dataset, stored, v) for k, v in split.items() if len(v)}
+    parts = _usable_parts({k: feature_set(dataset, stored, v) for k, v in split.items() if len(v)})
     _log_sizes(parts)
 
     t1 = time.perf_counter()
@@ -260,6 +260,22 @@ def tower_config(modality: str, encoder: Encoder, layer: str | list[str], mix: s
 
 def _test_metrics(model: AlignedModel, data: FeatureSet | None) -> dict[str, float]:
     return evaluate_features(model, data) if data is not None else {}
+
+
+def _usable_parts(parts: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
+    """The split parts that hold at least one group with an item in every modality (skipped items can leave
+    a small part without any image): an empty validation or test part is left out with a warning."""
+    out = {}
+    for name, part in parts.items():
+        if len(part.shared_groups()):
+            out[name] = part
+        else:
+            logger.warning("the %s part has no group with an item of every modality left (its items were "
+                           "skipped); it is left out", name)
+    if "train" not in out:
+        raise ConfigError("no training group has an item of every modality: were all items skipped? See the "
+                          "encode report above")
+    return out
 
 
 def _log_sizes(parts: dict[str, FeatureSet]) -> None:
