@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class ModalignError(Exception):
     """Base class of the errors modalign raises on purpose."""
@@ -13,6 +16,17 @@ class InvalidItem(ModalignError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def load_or_reason(load: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
+    """(True, load(item)), or (False, reason) for an item that `load` rejects with InvalidItem.
+
+    Lives here, in the lightest module, because the store's decode worker processes run it.
+    """
+    try:
+        return True, load(item)
+    except InvalidItem as e:
+        return False, e.reason
 
 
 class ConfigError(ModalignError, ValueError):
