@@ -1,19 +1,22 @@
-"""Encode throughput: the full store pipeline versus the bare model forward, same items, same batches.
+"""Encode throughput of the store pipeline beside what a user would run instead, as ratios from one run.
 
-What is measured, per encoder (image: effnet-lite0 on Tux Paint stamps; text: minilm-l6 on their captions):
-  floor     encoder.forward(batch, ["final"]) over batches decoded and collated beforehand
-            (files read, images resized/normalised or captions tokenised outside the timer)
-  pipeline  EmbeddingStore(fresh temp dir).encode(column, encoder, ["final"]): hash the column,
-            decode + preprocess (worker threads), collate, forward, write shards and manifest
-Both at the same batch size over the same rows, in one process with torch's default threads (--threads
-changes that for both; the store's decode threads are separate, --workers). Each
-repeat times both (alternating which goes first) after one untimed warm-up; the figure is the median
-of the per-repeat ratios pipeline items/s / floor items/s (goal >= 0.85). The stored vectors are
-checked against the floor's outputs, so the two runs are known to compute the same thing. For
-diagnosis it also times decode + preprocess + collate alone, on the main thread.
+Images (effnet-lite0 on Tux Paint stamps; sets `png` = PNG stamps, `mixed` = every stamp, about a quarter
+SVG, `svg` = SVG stamps only), per set:
+  ours      EmbeddingStore(fresh temp dir).encode(column, encoder): hash the column, decode (worker
+            processes for files), collate, forward (the ONNX Runtime fast path), write shards
+  today     the same pipeline with encoder.runtime = "eager" (the eager torch forward it had before)
+  ort       a bare onnxruntime.InferenceSession (default options, same thread count) running the same
+            exported graph on batches decoded and collated beforehand: the floor for "ours"
+  eager     the bare eager torch forward on those batches
+Text (minilm-l6; sets `tux` = Tux captions, `long` = 1-8 captions joined, lengths varying 8x):
+  ours      the store pipeline (length-sorted batches, tokenised on a side thread)
+  peer      SentenceTransformer.encode(texts, batch_size=B): what sentence-transformers users run
+  forward   the bare forward on batches tokenised beforehand, in row order (no sorting)
+Same batch size everywhere, same torch/ORT threads (--threads). Each repeat runs every variant
+(order rotated); figures are medians of per-repeat ratios. Vectors are checked across variants.
 
-    python benchmarks/bench_encode.py                     # 256 images, 1024 captions, 3 repeats
-    python benchmarks/bench_encode.py --n 128 --text-n 512 --repeats 5 --json benchmarks/results/encode.json
+    python benchmarks/bench_encode.py --threads 1 --json benchmarks/results/encode.json
+    python benchmarks/bench_encode.py --image-sets png --text-sets '' --repeats 5
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,133 +38,170 @@ from modalign.encoders import create_encoder
 from modalign.errors import InvalidItem
 from modalign.store import EmbeddingStore
 
-GOAL = 0.85  # pipeline items/s must be at least this fraction of the bare forward's
-ATOL = 1e-4  # stored vs floor vectors (same batches; only float summation order may differ)
+GOALS = {"image": {"ours/today": 5.0, "ours/ort": 0.85}, "text": {"ours/peer": 1.0}}
+ATOL = 1e-4  # vectors of two variants (same model; float summation order and kernels differ)
 
 
-def take_rows(column: Column, n: int) -> Column:
-    """The first n items; when n exceeds the column, it is cycled (ids made unique with '@k')."""
-    if n <= len(column):
-        return column.take(np.arange(n))
-    rows = np.arange(n) % len(column)
-    ids = [f"{column.ids[r]}@{i // len(column)}" for i, r in enumerate(rows)]
-    return Column(column.modality, ids, [column.items[r] for r in rows], column.groups[rows])
+def take_rows(column: Column, rows: np.ndarray, n: int) -> Column:
+    """n items from `rows` of the column, cycled when n exceeds them (ids made unique with '@k')."""
+    pick = rows[np.arange(n) % len(rows)]
+    ids = [f"{column.ids[r]}@{i // len(rows)}" for i, r in enumerate(pick)]
+    return Column(column.modality, ids, [column.items[r] for r in pick], column.groups[pick])
 
 
-def decode(encoder: Any, column: Column, batch_size: int) -> tuple[list[Any], int]:
-    """(collated batches, number of usable items): the floor's input, built outside its timer."""
+def image_sets(names: list[str], n: int) -> dict[str, Column]:
+    col = load_tuxpaint().column("image")
+    is_svg = np.array([str(p).lower().endswith(".svg") for p in col.items])
+    rows = {"png": np.flatnonzero(~is_svg), "svg": np.flatnonzero(is_svg), "mixed": np.arange(len(col))}
+    rng = np.random.default_rng(0)
+    return {s: take_rows(col, np.sort(rng.permutation(rows[s])[:n]) if len(rows[s]) > n else rows[s], n)
+            for s in names}
+
+
+def text_sets(names: list[str], n: int) -> dict[str, Column]:
+    caps = list(load_tuxpaint().column("text").items)
+    tux = [caps[i % len(caps)] for i in range(n)]
+    long = [" ".join(caps[(i + k) % len(caps)] + "." for k in range(1 + i % 8)) for i in range(n)]
+    texts = {"tux": tux, "long": long}
+    return {s: Column("text", [f"{s}{i}" for i in range(n)], texts[s], np.arange(n)) for s in names}
+
+
+def decoded_batches(encoder: Any, column: Column, batch_size: int) -> tuple[list[Any], int]:
     loaded = []
     for item in column.items:
         try:
             loaded.append(encoder.load(item))
         except InvalidItem:
             continue
-    batches = [encoder.collate(loaded[i : i + batch_size]) for i in range(0, len(loaded), batch_size)]
-    return batches, len(loaded)
+    return [encoder.collate(loaded[i : i + batch_size]) for i in range(0, len(loaded), batch_size)], len(loaded)
 
 
-def time_floor(encoder: Any, batches: list[Any]) -> tuple[float, np.ndarray]:
+def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
-    out = [encoder.forward(b, ["final"])["final"] for b in batches]
-    dt = time.perf_counter() - t0
-    return dt, np.concatenate([o.numpy() for o in out])
+    out = fn()
+    return time.perf_counter() - t0, out
 
 
-def time_pipeline(encoder: Any, column: Column, batch_size: int, workers: int) -> tuple[float, np.ndarray, int]:
+def pipeline(encoder: Any, column: Column, args: argparse.Namespace) -> np.ndarray:
     fresh = column.take(np.arange(len(column)))  # a new Column: its content hash is computed again
     with tempfile.TemporaryDirectory(prefix="modalign-bench-") as tmp:
-        t0 = time.perf_counter()
-        emb = EmbeddingStore(tmp).encode(fresh, encoder, ["final"], batch_size=batch_size,
-                                         num_workers=workers, progress=False)["final"]
-        dt = time.perf_counter() - t0
-        return dt, emb.vectors(emb.valid_rows), int(emb.report.n_encoded)
+        emb = EmbeddingStore(tmp).encode(fresh, encoder, batch_size=args.batch_size, num_workers=args.workers,
+                                         progress=False)["final"]
+        return emb.vectors(emb.valid_rows)
 
 
-def time_decode(encoder: Any, column: Column, batch_size: int) -> float:
-    t0 = time.perf_counter()
-    decode(encoder, column, batch_size)
-    return time.perf_counter() - t0
+def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> dict[str, Callable[[], np.ndarray]]:
+    import onnxruntime as ort
+
+    batches, _ = decoded_batches(encoder, column, args.batch_size)
+    encoder.runtime = "onnx"  # export (or reuse) the graph now, outside the timers; a failure is an error
+    encoder.forward(batches[0], ["final"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(encoder._fast.graph_path(["final"])), so, providers=["CPUExecutionProvider"])
+    arrays = [b.numpy() for b in batches]
+
+    def ours() -> np.ndarray:
+        encoder.runtime = "auto"
+        return pipeline(encoder, column, args)
+
+    def today() -> np.ndarray:
+        encoder.runtime = "eager"
+        return pipeline(encoder, column, args)
+
+    def bare_ort() -> np.ndarray:
+        return np.concatenate([session.run(None, {"pixels": a})[0] for a in arrays])
+
+    def eager() -> np.ndarray:
+        encoder.runtime = "eager"
+        return np.concatenate([encoder.forward(b, ["final"])["final"].numpy() for b in batches])
+
+    return {"ours": ours, "today": today, "ort": bare_ort, "eager": eager}
 
 
-def bench(spec: str, column: Column, args: argparse.Namespace) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def text_variants(encoder: Any, column: Column, args: argparse.Namespace) -> dict[str, Callable[[], np.ndarray]]:
+    batches, _ = decoded_batches(encoder, column, args.batch_size)
+    texts = list(column.items)
+
+    def forward() -> np.ndarray:
+        return np.concatenate([encoder.forward(b, ["final"])["final"].numpy() for b in batches])
+
+    return {"ours": lambda: pipeline(encoder, column, args),
+            "peer": lambda: encoder.st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True),
+            "forward": forward}
+
+
+def bench(kind: str, set_name: str, spec: str, column: Column, args: argparse.Namespace) -> dict[str, Any]:
     encoder = create_encoder(spec)
-    encoder.fingerprint()  # computed once per encoder object; keep it out of the timed runs
-    load_s = time.perf_counter() - t0
-    batches, n_ok = decode(encoder, column, args.batch_size)
-    time_floor(encoder, batches[:2])  # warm-up: first-call allocations, kernel selection
-    time_pipeline(encoder, column.take(np.arange(min(len(column), 2 * args.batch_size))), args.batch_size,
-                  args.workers)
-    floor_ips, pipe_ips, ratios = [], [], []
-    max_diff = 0.0
+    encoder.fingerprint()  # computed once per encoder object; kept out of the timed runs
+    variants = (image_variants if kind == "image" else text_variants)(encoder, column, args)
+    names = list(variants)
+    for name in names:  # warm-up (not the slow eager ones): allocations, kernel choice, ORT's first run
+        if name not in ("today", "eager"):
+            variants[name]()
+    speeds: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, np.ndarray] = {}
     for r in range(args.repeats):
-        order = ("floor", "pipeline") if r % 2 == 0 else ("pipeline", "floor")
-        for what in order:
-            if what == "floor":
-                dt_f, ref = time_floor(encoder, batches)
-            else:
-                dt_p, got, n_enc = time_pipeline(encoder, column, args.batch_size, args.workers)
-        if n_enc != n_ok or got.shape != ref.shape:
-            raise RuntimeError(f"{spec}: pipeline encoded {n_enc} items, the floor {n_ok}: not the same work")
-        max_diff = max(max_diff, float(np.abs(got - ref).max()))
-        floor_ips.append(n_ok / dt_f)
-        pipe_ips.append(n_enc / dt_p)
-        ratios.append(pipe_ips[-1] / floor_ips[-1])
-        print(f"  [{spec}] repeat {r + 1}/{args.repeats}: floor {floor_ips[-1]:7.1f} items/s, "
-              f"pipeline {pipe_ips[-1]:7.1f} items/s, ratio {ratios[-1]:.3f}", flush=True)
-    if max_diff > ATOL:
-        raise RuntimeError(f"{spec}: stored vectors differ from the bare forward's by {max_diff:.2e} (> {ATOL}); "
-                           f"the two runs do not compute the same thing")
-    decode_s = median([time_decode(encoder, column, args.batch_size) for _ in range(min(args.repeats, 2))])
-    return {
-        "encoder": spec, "modality": column.modality, "n_items": len(column), "n_encoded": n_ok,
-        "batch_size": args.batch_size, "workers": args.workers, "encoder_load_s": load_s,
-        "floor_items_per_s": floor_ips, "pipeline_items_per_s": pipe_ips, "ratio": ratios,
-        "median_floor_items_per_s": median(floor_ips), "median_pipeline_items_per_s": median(pipe_ips),
-        "median_ratio": median(ratios), "decode_only_items_per_s": n_ok / decode_s,
-        "max_abs_diff_vs_floor": max_diff, "goal_ratio": GOAL,
-    }
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            dt, outputs[name] = timed(variants[name])
+            speeds[name].append(len(outputs[name]) / dt)
+        print(f"  [{kind}:{set_name}] repeat {r + 1}/{args.repeats}: "
+              + ", ".join(f"{n} {speeds[n][-1]:.1f}" for n in names) + " items/s", flush=True)
+    n_ok = {len(v) for v in outputs.values()}
+    if len(n_ok) != 1:
+        raise RuntimeError(f"{spec} on {set_name}: the variants encoded different numbers of items {n_ok}")
+    ref = outputs[names[1]] if kind == "text" else outputs["eager"]  # peer / eager torch
+    diffs = {n: float(np.abs(o - ref).max()) for n, o in outputs.items()}
+    if max(diffs.values()) > ATOL:
+        raise RuntimeError(f"{spec} on {set_name}: variants disagree ({diffs}); they do not compute the same thing")
+    ratios = {goal: median([a / b for a, b in zip(speeds[goal.split('/')[0]], speeds[goal.split('/')[1]],
+                                                   strict=True)]) for goal in GOALS[kind]}
+    return {"kind": kind, "set": set_name, "encoder": spec, "n_items": len(column), "n_encoded": n_ok.pop(),
+            "items_per_s": speeds, "median_items_per_s": {n: median(v) for n, v in speeds.items()},
+            "median_ratios": ratios, "goals": GOALS[kind], "max_abs_diff_vs_reference": diffs}
+
+
+def report(results: list[dict[str, Any]]) -> bool:
+    failed = False
+    for r in results:
+        speeds = ", ".join(f"{n} {v:.1f}" for n, v in r["median_items_per_s"].items())
+        goals = []
+        for goal, value in r["median_ratios"].items():
+            ok = value >= r["goals"][goal]
+            failed |= not ok
+            goals.append(f"{goal} {value:.2f} (goal >= {r['goals'][goal]}: {'met' if ok else 'NOT met'})")
+        print(f"{r['kind']:<5} {r['set']:<6} {r['n_encoded']:>5} items | {speeds} items/s | {'; '.join(goals)}")
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=256, help="images (Tux Paint stamps, cycled past 538)")
-    p.add_argument("--text-n", type=int, default=1024, help="captions (cycled); 0 skips the text encoder")
+    p.add_argument("--n", type=int, default=128, help="images per image set (cycled when a set is smaller)")
+    p.add_argument("--text-n", type=int, default=512, help="captions per text set")
+    p.add_argument("--image-sets", default="png,mixed,svg", help="comma-separated: png, mixed, svg ('' none)")
+    p.add_argument("--text-sets", default="tux,long", help="comma-separated: tux, long ('' none)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="decode threads of the store (its default: 2)")
-    p.add_argument("--encoder", default="effnet-lite0", help="image encoder spec; '' skips images")
-    p.add_argument("--text-encoder", default="minilm-l6", help="text encoder spec; '' skips text")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads (0: torch's default); 1 sidesteps thread waits on a busy shared machine")
+    p.add_argument("--workers", type=int, default=2, help="decode workers of the store (its default: 2)")
+    p.add_argument("--encoder", default="effnet-lite0")
+    p.add_argument("--text-encoder", default="minilm-l6")
+    p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0: torch's default)")
     p.add_argument("--json", help="write every figure here")
-    p.add_argument("--check", action="store_true", help=f"exit 1 when a median ratio is below {GOAL}")
+    p.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.batch_size < 1 or args.n < 1 or args.text_n < 0 or args.threads < 0:
-        p.error("--repeats, --batch-size and --n must be >= 1, --text-n and --threads >= 0")
+    if args.repeats < 1 or args.batch_size < 1 or args.n < 1 or args.text_n < 1 or args.threads < 0:
+        p.error("--repeats, --batch-size, --n and --text-n must be >= 1, --threads >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-
     info = machine_info()
-    print_header("encode throughput: store pipeline vs bare forward", info)
-    tux = load_tuxpaint()
-    runs = []
-    if args.encoder:
-        runs.append((args.encoder, take_rows(tux.column("image"), args.n)))
-    if args.text_encoder and args.text_n:
-        runs.append((args.text_encoder, take_rows(tux.column("text"), args.text_n)))
-    results = [bench(spec, col, args) for spec, col in runs]
-
-    print(f"\nbatch {args.batch_size}, {args.repeats} repeats, medians (ratio = median of per-repeat ratios)")
-    print(f"{'encoder':<14} {'items':>6} {'floor items/s':>14} {'pipeline items/s':>17} {'ratio':>6} "
-          f"{'decode-only items/s':>20}  goal >= {GOAL}")
-    failed = False
-    for r in results:
-        ok = r["median_ratio"] >= GOAL
-        failed |= not ok
-        print(f"{r['encoder']:<14} {r['n_encoded']:>6} {r['median_floor_items_per_s']:>14.1f} "
-              f"{r['median_pipeline_items_per_s']:>17.1f} {r['median_ratio']:>6.3f} "
-              f"{r['decode_only_items_per_s']:>20.1f}  {'met' if ok else 'NOT met'}")
+    print_header("encode throughput: store pipeline vs bare ONNX Runtime / eager torch / sentence-transformers", info)
+    runs = [("image", s, args.encoder, c) for s, c in image_sets([x for x in args.image_sets.split(",") if x],
+                                                                  args.n).items()]
+    runs += [("text", s, args.text_encoder, c) for s, c in text_sets([x for x in args.text_sets.split(",") if x],
+                                                                      args.text_n).items()]
+    results = [bench(kind, name, spec, col, args) for kind, name, spec, col in runs]
+    print(f"\nbatch {args.batch_size}, {args.repeats} repeats, medians (ratios: medians of per-repeat ratios)")
+    failed = report(results)
     write_json(args.json, {"benchmark": "encode", "machine": info, "config": vars(args), "results": results})
     return 1 if args.check and failed else 0
 

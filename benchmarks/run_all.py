@@ -20,7 +20,7 @@ from pathlib import Path
 from _common import BENCH_DIR, RESULTS_DIR
 
 QUICK = {
-    "encode": ["--n", "128", "--text-n", "512"],
+    "encode": ["--n", "64", "--text-n", "256", "--image-sets", "png,svg"],
     "train": ["--n", "16384", "--epochs", "6"],
     "quality": [],
 }
@@ -44,8 +44,8 @@ def commands(results: Path, quick: bool, check: bool) -> dict[str, list[str]]:
 def summary(name: str, results: Path) -> str:
     if name == "encode":
         rs = json.loads((results / "encode.json").read_text())["results"]
-        return "; ".join(f"{r['encoder']}: pipeline {r['median_pipeline_items_per_s']:.1f} vs floor "
-                         f"{r['median_floor_items_per_s']:.1f} items/s, ratio {r['median_ratio']:.2f}" for r in rs)
+        return "; ".join(f"{r['kind']} {r['set']}: " + ", ".join(f"{g} {v:.2f}" for g, v in r["median_ratios"].items())
+                         for r in rs)
     if name == "train":
         r = json.loads((results / "train.json").read_text())["results"]
         return (f"loop {r['loop_pairs_per_s']:.0f} vs floor {r['floor_pairs_per_s']:.0f} pairs/s, "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class ModalignError(Exception):
     """Base class of the errors modalign raises on purpose."""
@@ -17,6 +20,17 @@ class InvalidItem(ModalignError):
 
 class ImageTooLarge(InvalidItem):
     """An image (or SVG) whose pixels exceed the limit: a decompression bomb is skipped, never decoded."""
+
+
+def load_or_reason(load: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
+    """(True, load(item)), or (False, reason) for an item that `load` rejects with InvalidItem.
+
+    Lives here, in the lightest module, because the store's decode worker processes run it.
+    """
+    try:
+        return True, load(item)
+    except InvalidItem as e:
+        return False, e.reason
 
 
 class ConfigError(ModalignError, ValueError):

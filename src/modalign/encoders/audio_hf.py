@@ -61,6 +61,10 @@ class HFAudioEncoder(Encoder):
             ) from e
         self.model.requires_grad_(False)
         self.sample_rate = int(self.extractor.sampling_rate)
+        # wav2vec2-style models that mask padding are padded to each batch's longest clip: sort by length.
+        # (Whisper pads to 30 s and CLAP to its window whatever the batch; models without an attention
+        # mask give padding-dependent vectors, so their batches keep row order.)
+        self.length_bucketing = self.kind == "ctc" and bool(getattr(self.extractor, "return_attention_mask", False))
         self._layers: list[LayerInfo] | None = None
         self._fingerprint: str | None = None
 
@@ -87,6 +91,9 @@ class HFAudioEncoder(Encoder):
     # ---- the pipeline ------------------------------------------------------------------------
     def load(self, item: Any) -> np.ndarray:
         return load_audio(item, self.sample_rate, self.max_seconds)  # (n,) float32
+
+    def input_length(self, loaded: np.ndarray) -> int:
+        return len(loaded)  # samples
 
     def collate(self, loaded: Sequence[np.ndarray]) -> dict[str, Any]:
         waves = [np.asarray(w, dtype=np.float32) for w in loaded]

@@ -13,7 +13,7 @@ and returns one pooled (B, D) float tensor per requested layer, from a single pa
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,10 @@ class Encoder(abc.ABC):
     spec: str
     modality: str
     device: torch.device = torch.device("cpu")
+    # Inputs that vary in length (tokens, audio samples) and are padded to the longest of each batch:
+    # encoders that set this are fed batches of similar `input_length` (the store sorts each shard's
+    # items, `encode` sorts all), then the vectors go back to row order. False on an instance: row order.
+    length_bucketing: bool = False
 
     # ---- description -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -86,6 +90,15 @@ class Encoder(abc.ABC):
     @abc.abstractmethod
     def forward(self, batch: Any, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """One forward pass; returns {layer: (B, D) float32 tensor} for each requested layer."""
+
+    def process_loader(self) -> Callable[[Any], Any] | None:
+        """A picklable, torch-free function equal to `load`, for decoding files in worker processes
+        (decoders that hold the GIL, e.g. SVG rendering, would stall the forward pass in threads); None: threads."""
+        return None
+
+    def input_length(self, loaded: Any) -> int:
+        """Length of one decoded input, for length-sorted batching (characters, samples ...)."""
+        return 0
 
     # ---- derived helpers ---------------------------------------------------------------------
     @property
@@ -145,12 +158,23 @@ class Encoder(abc.ABC):
     def encode(
         self, items: Sequence[Any], layer: str = FINAL_LAYER, batch_size: int = 32
     ) -> np.ndarray:
-        """Encodes raw items straight to a (N, D) float32 array (no store, no skipping: bad items raise)."""
+        """Encodes raw items straight to a (N, D) float32 array (no store, no skipping: bad items raise).
+
+        With `length_bucketing`, all items are decoded first and batched longest first; rows keep the
+        order of `items`.
+        """
         (layer,) = self.resolve_layers(layer)
-        out = []
+        out = np.zeros((len(items), self.layer_info(layer).dim), dtype=np.float32)  # (N, D)
+        if self.length_bucketing:
+            loaded = [self.load(x) for x in items]
+            lengths = np.fromiter((self.input_length(x) for x in loaded), dtype=np.int64, count=len(loaded))
+            order = np.argsort(-lengths, kind="stable")  # longest first
+            for start in range(0, len(order), batch_size):
+                pick = order[start : start + batch_size]
+                batch = self.collate([loaded[i] for i in pick])
+                out[pick] = self.forward(batch, [layer])[layer].float().cpu().numpy()
+            return out
         for start in range(0, len(items), batch_size):
             loaded = [self.load(x) for x in items[start : start + batch_size]]
-            out.append(self.forward(self.collate(loaded), [layer])[layer].float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.layer_info(layer).dim), dtype=np.float32)
-        return np.concatenate(out, axis=0)
+            out[start : start + len(loaded)] = self.forward(self.collate(loaded), [layer])[layer].float().cpu().numpy()
+        return out

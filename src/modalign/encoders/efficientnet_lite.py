@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
+from modalign.encoders.fast_path import FastImageForward
 from modalign.encoders.image_transforms import ImageTransform, TransformedImages
 from modalign.encoders.label_head import LabelHead, linear_head
 from modalign.encoders.registry import register_backend, register_encoder
@@ -43,7 +44,7 @@ def _packaged_weights(model_name: str) -> Path:
     return Path(getattr(module, cls_name).get_model_file_path())
 
 
-class EfficientNetLiteEncoder(TransformedImages, Encoder):
+class EfficientNetLiteEncoder(FastImageForward, TransformedImages, Encoder):
     """EfficientNet-Lite image encoder (ImageNet-supervised), mean-pooled features of any block."""
 
     modality = "image"
@@ -96,12 +97,21 @@ class EfficientNetLiteEncoder(TransformedImages, Encoder):
         """The ImageNet classifier `_fc`: it reads the mean-pooled `final` features (dropout is off in eval)."""
         return linear_head(self.model._fc)
 
-    @torch.no_grad()
+    def _torch_model(self) -> torch.nn.Module:
+        return self.model
+
     def forward(self, batch: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        names = list(dict.fromkeys(layers))
+        for name in names:
+            self.layer_info(name)  # raises with the valid names
+        return self._fast_or_eager(batch, names, self.transform.size)
+
+    def _pooled(self, batch: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """Eager torch: (B, 3, S, S) -> {layer: (B, C)}, stopping after the deepest requested block."""
         m = self.model
         wanted = set(layers)
         out: dict[str, torch.Tensor] = {}
-        x = m._swish(m._bn0(m._conv_stem(batch.to(self.device))))  # (B, C, H, W)
+        x = m._swish(m._bn0(m._conv_stem(batch)))  # (B, C, H, W)
         if "stem" in wanted:
             out["stem"] = x.mean(dim=(2, 3))
         last_needed = max((int(n.split(".")[1]) for n in wanted if n.startswith("blocks.")), default=-1)
@@ -115,7 +125,7 @@ class EfficientNetLiteEncoder(TransformedImages, Encoder):
         if run_all:
             x = m._swish(m._bn1(m._conv_head(x)))  # (B, 1280, h, w)
             out[FINAL_LAYER] = x.mean(dim=(2, 3))  # (B, 1280)
-        return {k: v.float() for k, v in out.items()}
+        return out
 
 
 def _effnet_backend(target: str, weights: str | None = None, resize: str = "crop") -> Encoder:

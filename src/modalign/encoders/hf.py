@@ -29,6 +29,7 @@ from modalign.encoders.common import (
     opt_choice,
     opt_int,
 )
+from modalign.encoders.fast_path import FastImageForward
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_state_dict
@@ -50,7 +51,7 @@ def _image_processor(source: str) -> Any:
     return AutoImageProcessor.from_pretrained(source, use_fast=False)
 
 
-class HFEncoder(Encoder):
+class HFEncoder(FastImageForward, Encoder):
     """Hugging Face transformers encoder (text or vision), pooled hidden states of any layer."""
 
     def __init__(self, id_or_path: str, pooling: str | None = None, max_tokens: int | str | None = None):
@@ -86,6 +87,7 @@ class HFEncoder(Encoder):
         if self.pooling == "cls" and self.modality == "image" and not self.n_prefix:
             raise ConfigError(f"{id_or_path!r} has no CLS token; use ?pooling=mean")
         self.max_tokens = None
+        self.length_bucketing = self.modality == "text"  # text batches pad to their longest: sort by length
         if self.modality == "text":
             limits = [self.tokenizer.model_max_length, getattr(config, "max_position_embeddings", None), 512]
             self.max_tokens = opt_int(max_tokens, "max_tokens") or min(x for x in limits if x)
@@ -123,6 +125,9 @@ class HFEncoder(Encoder):
         pixels = self.processor(images=load_image(item), return_tensors="np")["pixel_values"]
         return np.asarray(pixels[0], dtype=np.float32)  # (3, H, W)
 
+    def input_length(self, loaded: Any) -> int:
+        return len(loaded) if isinstance(loaded, str) else 0  # characters of a caption
+
     def collate(self, loaded: Sequence[Any]) -> dict[str, torch.Tensor]:
         if self.modality == "text":
             return dict(self.tokenizer(list(loaded), padding=True, truncation=True,
@@ -146,16 +151,26 @@ class HFEncoder(Encoder):
             return masked_mean(h, mask)  # (B, D), text
         return h[:, self.n_prefix:].mean(dim=1)  # (B, D), mean over patch tokens
 
+    def _torch_model(self) -> torch.nn.Module:
+        return self.model
+
     @torch.no_grad()
     def forward(self, batch: dict[str, torch.Tensor], layers: Sequence[str]) -> dict[str, torch.Tensor]:
-        for name in layers:
+        names = list(dict.fromkeys(layers))
+        for name in names:
             self.layer_info(name)  # raises with the valid names
+        if self.modality == "image":  # ONNX Runtime fast path when it exports and agrees
+            pixels = batch["pixel_values"]  # (B, 3, H, W)
+            return self._fast_or_eager(pixels, names, int(pixels.shape[-1]))
         hidden, last, mask = self._run(batch)
-        out = {}
-        for name in layers:
-            h = last if name == FINAL_LAYER else hidden[int(name.split(".")[1])]
-            out[name] = self._pool(h, mask).float()
-        return out
+        return {name: self._pool(last if name == FINAL_LAYER else hidden[int(name.split(".")[1])], mask).float()
+                for name in names}
+
+    def _pooled(self, pixels: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """Eager torch for vision models: (B, 3, H, W) -> {layer: (B, D)}."""
+        hidden, last, _ = self._run({"pixel_values": pixels})
+        return {name: self._pool(last if name == FINAL_LAYER else hidden[int(name.split(".")[1])], None)
+                for name in layers}
 
 
 def _hf_backend(target: str, pooling: str | None = None, max_tokens: str | None = None) -> Encoder:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from modalign.data.images import load_image
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.common import opt_choice, opt_float, opt_floats, opt_int, pool_features
-from modalign.encoders.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from modalign.encoders.fast_path import session_options
+from modalign.encoders.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, ImageTransform
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_file
@@ -47,7 +47,7 @@ class OnnxImageEncoder(Encoder):
         if not self.path.is_file():
             raise ConfigError(f"ONNX model file not found: {self.path}")
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), session_options(), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
             raise ConfigError(f"onnxruntime cannot load {self.path}: {e}") from e
         graph_input = self.session.get_inputs()[0]
@@ -97,7 +97,10 @@ class OnnxImageEncoder(Encoder):
 
     # ---- the pipeline ------------------------------------------------------------------------
     def load(self, item: Any) -> np.ndarray:
-        return self.transform.to_array(load_image(item))
+        return ImageDecoder(self.transform)(item)
+
+    def process_loader(self) -> ImageDecoder:
+        return ImageDecoder(self.transform)  # picklable, torch-free: the store may decode in processes
 
     def collate(self, loaded: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack(loaded, axis=0).astype(np.float32, copy=False)  # (B, 3, S, S)

@@ -40,6 +40,7 @@ class SentenceTransformerEncoder(Encoder):
     """Sentence-transformers text encoder: the model's sentence embedding or any transformer layer."""
 
     modality = "text"
+    length_bucketing = True  # batches padded to their longest caption: sort by length, as st.encode does
 
     def __init__(self, id_or_path: str, max_tokens: int | str | None = None):
         try:
@@ -122,6 +123,9 @@ class SentenceTransformerEncoder(Encoder):
     # ---- the pipeline ------------------------------------------------------------------------
     def load(self, item: Any) -> str:
         return load_text(item)
+
+    def input_length(self, loaded: str) -> int:
+        return len(loaded)  # characters: sentence-transformers' own sort key, no tokenising needed
 
     def collate(self, loaded: Sequence[str]) -> dict[str, Any]:
         texts = list(loaded)

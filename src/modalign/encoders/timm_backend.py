@@ -23,6 +23,7 @@ import torch
 
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.common import opt_bool, opt_choice, opt_int, pool_features
+from modalign.encoders.fast_path import FastImageForward
 from modalign.encoders.image_transforms import ImageTransform, TransformedImages
 from modalign.encoders.label_head import IMAGENET_CLASSES, LabelHead, imagenet_classnames
 from modalign.encoders.registry import register_backend
@@ -50,7 +51,7 @@ def transform_from_timm(data_config: dict[str, Any], resize: str | None = None) 
     )
 
 
-class TimmEncoder(TransformedImages, Encoder):
+class TimmEncoder(FastImageForward, TransformedImages, Encoder):
     """timm image encoder: pooled features of any feature level, or the model's pre-logits embedding."""
 
     modality = "image"
@@ -166,11 +167,17 @@ class TimmEncoder(TransformedImages, Encoder):
                          imagenet_classnames())
 
 
-    @torch.no_grad()
+    def _torch_model(self) -> torch.nn.Module:
+        return self.model
+
     def forward(self, batch: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-        for name in layers:
+        names = list(dict.fromkeys(layers))
+        for name in names:
             self.layer_info(name)  # raises with the valid names (and probes the levels once)
-        x = batch.to(self.device)
+        return self._fast_or_eager(batch, names, self.transform.size)
+
+    def _pooled(self, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """Eager torch: (B, 3, S, S) -> {layer: (B, D)}; intermediate levels from one forward_intermediates."""
         levels = sorted({self._index[n] for n in layers if n != FINAL_LAYER})
         want_final = FINAL_LAYER in layers
         out: dict[str, torch.Tensor] = {}
@@ -187,7 +194,7 @@ class TimmEncoder(TransformedImages, Encoder):
         if want_final:
             feats = self.model.forward_features(x) if final is None else final
             out[FINAL_LAYER] = self.model.forward_head(feats, pre_logits=True)  # (B, D)
-        return {k: v.float() for k, v in out.items()}
+        return out
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

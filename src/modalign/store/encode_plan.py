@@ -1,29 +1,36 @@
-"""The encode loop: decode in worker threads, one forward pass per batch for every layer, shards out.
+"""The encode loop: decode in workers, one forward pass per batch for every layer, shards out.
 
-    items --encoder.load (thread pool, next batches prefetched)--> decoded
+    items --encoder.load (threads, or processes for image files; next batches prefetched)--> decoded
           --encoder.collate--> batch --encoder.forward(batch, layers)--> {layer: (B, D)}
           --> per-layer shard buffers --> write_shard (atomic) when a shard's last batch is done
 
-Items whose `load` raises InvalidItem are skipped with the reason; their rows stay zeros and are
-flagged invalid. Vectors that are not finite after the cast to the storage dtype are skipped too.
-Rows another entry already holds (`PendingEntry.reuse`, see items.py) are copied into the shard buffer
-first; only the other rows of a shard are batched through the encoder (all of them, in the shard's
-fixed batches, when nothing is reused).
+Encoders whose inputs vary in length (text, padded audio: `Encoder.input_length`) are batched by
+length: a whole shard is decoded, its items sorted by length and cut into batches, so each batch pads
+to a similar length; vectors are filed back in row order. The order depends only on the shard's items,
+so a resumed run still forms the same batches. Image files decode in worker processes (`Encoder.
+process_loader`) on larger runs: SVG rendering holds the GIL and would stall the forward pass. Items whose `load` raises InvalidItem are skipped with
+the reason; their rows stay zeros and are flagged invalid. Vectors that are not finite after the cast
+to the storage dtype are skipped too. Rows another entry already holds (`PendingEntry.reuse`, see
+items.py) are copied into the shard buffer first; only the other rows of a shard are encoded.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
+import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modalign.errors import InvalidItem, MismatchError
+from modalign.errors import MismatchError, load_or_reason
 from modalign.store.shards import ShardLayout, write_shard
 
 if TYPE_CHECKING:
@@ -32,7 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PREFETCH_BATCHES = 2  # batches being decoded ahead of the one in the forward pass
+PREFETCH_BATCHES = 2  # batches being decoded ahead of the one in the forward pass (1 shard when length-sorted)
+PROCESS_MIN_ITEMS = 64  # fewer items to encode: decode in threads (starting processes costs ~1 s)
 
 
 @dataclass
@@ -57,31 +65,68 @@ class _ShardBuffer:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _load_one(load: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
-    """(True, decoded) or (False, reason) for an item the encoder rejects."""
-    try:
-        return True, load(item)
-    except InvalidItem as e:
-        return False, e.reason
+def _start_processes(n: int) -> ProcessPoolExecutor | None:
+    """n decode processes, forked (as torch's DataLoader does on Linux): they start in milliseconds and
+    import nothing; they run only the picklable, torch-free decoder. Elsewhere: None (threads)."""
+    if not sys.platform.startswith("linux"):
+        return None  # macOS and Windows cannot fork safely; spawning would import the caller's __main__
+    logger.debug("decoding in %d forked worker processes", n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: "multi-threaded, fork() may deadlock"
+        return ProcessPoolExecutor(n, mp_context=mp.get_context("fork"))
 
 
 class _Loader:
-    """Runs encoder.load on a thread pool (or inline when num_workers == 0)."""
+    """Runs encoder.load on worker threads, or in worker processes for files when the encoder has a
+    picklable `process_loader` and the run is large enough to pay for starting them; collate runs on a
+    thread of its own. Everything runs inline when num_workers == 0."""
 
-    def __init__(self, load: Callable[[Any], Any], num_workers: int):
-        self.load = load
+    def __init__(self, encoder: Encoder, num_workers: int, n_items: int):
+        self.load = encoder.load
         self.pool = ThreadPoolExecutor(num_workers, thread_name_prefix="modalign-load") if num_workers > 0 else None
+        # collate has its own thread so that it never waits behind the next shard's queued loads
+        self.side = ThreadPoolExecutor(1, thread_name_prefix="modalign-collate") if num_workers > 0 else None
+        self.process_load = encoder.process_loader() if num_workers > 0 and n_items >= PROCESS_MIN_ITEMS else None
+        self.num_workers = num_workers
+        self.procs: ProcessPoolExecutor | None = None  # started on the first file item
 
     def submit(self, item: Any) -> Future:
+        if self.process_load is not None and isinstance(item, str | os.PathLike):
+            if self.procs is None:
+                self.procs = _start_processes(self.num_workers)
+            if self.procs is not None:
+                return self.procs.submit(load_or_reason, self.process_load, item)
+            self.process_load = None  # no process support here: threads
         if self.pool is not None:
-            return self.pool.submit(_load_one, self.load, item)
+            return self.pool.submit(load_or_reason, self.load, item)
         done: Future = Future()
-        done.set_result(_load_one(self.load, item))
+        done.set_result(load_or_reason(self.load, item))
+        return done
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """fn(*args) on the side thread (inline without workers); exceptions come out of .result()."""
+        if self.side is not None:
+            return self.side.submit(fn, *args)
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as e:
+            done.set_exception(e)
         return done
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.pool, self.side, self.procs):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Unit:
+    """Rows decoded together: one batch, or a whole shard when batches are formed by input length."""
+
+    shard: int
+    rows: Sequence[int]
+    futures: list[Future]
 
 
 def encode_shards(ids: Sequence[str], items: Sequence[Any], encoder: Encoder, layout: ShardLayout,
@@ -91,61 +136,75 @@ def encode_shards(ids: Sequence[str], items: Sequence[Any], encoder: Encoder, la
     shards = sorted(set().union(*(p.todo for p in pending)))
     if not shards:
         return
-    remaining: dict[int, int] = {}  # batches left before shard s can be written
-    buffers: dict[int, dict[str, _ShardBuffer]] = {}
+    by_length = sorts_by_length(encoder)
+    work = _ShardWork(layout, pending)
 
     from tqdm.auto import tqdm
 
     done_rows = layout.n_items - sum(len(layout.rows(s)) for s in shards)
     bar = tqdm(total=layout.n_items, initial=done_rows, desc=desc, unit="item",
                disable=None if progress else True, dynamic_ncols=True)
-    loader = _Loader(encoder.load, num_workers)
-    queue: deque[tuple[int, list[int], list[Future]]] = deque()
-
-    def write(s: int) -> None:
-        for p in pending:
-            if s in p.todo:
-                buf = buffers[s][p.layer]
-                write_shard(p.folder, s, layout, p.digest, buf.vectors, buf.valid, buf.skipped)
-                p.written += 1
-        del buffers[s]
-
-    def tasks() -> Iterator[tuple[int, list[int]]]:
-        """Batches of rows to encode, shard by shard; a shard's reusable rows are filled in as it starts."""
-        for s in shards:
-            buffers[s], rows = _start_shard(s, layout, [p for p in pending if s in p.todo])
-            bar.update(len(layout.rows(s)) - len(rows))
-            batches = [rows[i : i + layout.batch_size] for i in range(0, len(rows), layout.batch_size)]
-            if not batches:
-                write(s)  # every row was reused
-                continue
-            remaining[s] = len(batches)
-            yield from ((s, b) for b in batches)
-
-    next_task = tasks()
+    loader = _Loader(encoder, num_workers, sum(len(layout.rows(s)) for s in shards))
+    queue: deque[_Unit] = deque()
+    ahead = 1 if by_length else PREFETCH_BATCHES
+    next_task = work.units(shards, by_length, bar.update)
 
     def fill() -> None:
-        while len(queue) < PREFETCH_BATCHES:
+        while len(queue) < ahead:
             task = next(next_task, None)
             if task is None:
                 return
             s, rows = task
-            queue.append((s, rows, [loader.submit(items[r]) for r in rows]))
+            queue.append(_Unit(s, rows, [loader.submit(items[r]) for r in rows]))
 
     try:
         fill()
         while queue:
-            s, rows, futures = queue.popleft()
-            fill()  # the next batches decode while this one runs
+            unit = queue.popleft()
+            fill()  # the next units decode while this one runs
+            s = unit.shard
             wanted = [p for p in pending if s in p.todo]
-            _run_batch(encoder, ids, rows, futures, layout.rows(s).start, wanted, buffers[s])
-            bar.update(len(rows))
-            remaining[s] -= 1
-            if remaining[s] == 0:
-                write(s)
+            _run_unit(encoder, ids, unit, layout, wanted, work.buffers[s], by_length, loader)
+            bar.update(len(unit.rows))
+            work.remaining[s] -= 1
+            if work.remaining[s] == 0:
+                work.write(s)
     finally:
         loader.close()
         bar.close()
+
+
+@dataclass
+class _ShardWork:
+    """The shards one encode run fills: their buffers, the units left in each, and writing them out."""
+
+    layout: ShardLayout
+    pending: list[PendingEntry]
+    buffers: dict[int, dict[str, _ShardBuffer]] = field(default_factory=dict)
+    remaining: dict[int, int] = field(default_factory=dict)  # units left before shard s can be written
+
+    def write(self, s: int) -> None:
+        for p in self.pending:
+            if s in p.todo:
+                buf = self.buffers[s][p.layer]
+                write_shard(p.folder, s, self.layout, p.digest, buf.vectors, buf.valid, buf.skipped)
+                p.written += 1
+        del self.buffers[s]
+
+    def units(self, shards: Sequence[int], by_length: bool,
+              reused: Callable[[int], Any]) -> Iterator[tuple[int, list[int]]]:
+        """Units of rows to encode, shard by shard (a whole shard when batches form by input length);
+        a shard's reusable rows are filled in as it starts (`reused(n)` counts them)."""
+        for s in shards:
+            self.buffers[s], rows = _start_shard(s, self.layout, [p for p in self.pending if s in p.todo])
+            reused(len(self.layout.rows(s)) - len(rows))
+            size = len(rows) if by_length else self.layout.batch_size
+            units = [rows[i : i + size] for i in range(0, len(rows), max(1, size))]
+            if not units:
+                self.write(s)  # every row was reused
+                continue
+            self.remaining[s] = len(units)
+            yield from ((s, u) for u in units)
 
 
 def _start_shard(s: int, layout: ShardLayout, wanted: list[PendingEntry]) -> tuple[dict[str, _ShardBuffer], list[int]]:
@@ -162,11 +221,17 @@ def _start_shard(s: int, layout: ShardLayout, wanted: list[PendingEntry]) -> tup
     return buffers, [rows.start + int(i) for i in np.flatnonzero(~done)]
 
 
-def _run_batch(encoder: Encoder, ids: Sequence[str], rows: Sequence[int], futures: list[Future], shard_start: int,
-               wanted: list[PendingEntry], buffers: dict[str, _ShardBuffer]) -> None:
-    """Gathers one batch's decoded items, runs the forward pass once, files the vectors per layer."""
+def sorts_by_length(encoder: Encoder) -> bool:
+    """True when the encoder pads each batch to its longest input and asks for length-sorted batches."""
+    return bool(getattr(encoder, "length_bucketing", False))
+
+
+def _run_unit(encoder: Encoder, ids: Sequence[str], unit: _Unit, layout: ShardLayout, wanted: list[PendingEntry],
+              buffers: dict[str, _ShardBuffer], by_length: bool, loader: _Loader) -> None:
+    """Gathers a unit's decoded items, then runs one forward pass per batch (by length when asked)."""
+    shard_start = layout.rows(unit.shard).start
     loaded, keep, skipped = [], [], []
-    for r, fut in zip(rows, futures, strict=True):
+    for r, fut in zip(unit.rows, unit.futures, strict=True):
         try:
             ok, value = fut.result()
         except Exception as e:
@@ -181,17 +246,38 @@ def _run_batch(encoder: Encoder, ids: Sequence[str], rows: Sequence[int], future
     for buf in buffers.values():
         # a row this layer already copied from another entry keeps its vector
         buf.skipped.update((item_id, reason) for row, item_id, reason in skipped if not buf.valid[row])
-    if not loaded:
+    local = np.asarray(keep, dtype=np.int64)  # rows of the decoded items inside the shard
+    if not by_length:
+        if loaded:
+            _run_batch(encoder, ids, encoder.collate(loaded), len(loaded), local, shard_start, wanted, buffers)
         return
-    out = encoder.forward(encoder.collate(loaded), [p.layer for p in wanted])
-    local = np.asarray(keep, dtype=np.int64)  # rows of this batch inside the shard
+    order = length_order(encoder, loaded)  # longest first, as sentence-transformers does
+    picks = [order[i : i + layout.batch_size] for i in range(0, len(order), layout.batch_size)]
+    collated = loader.call(encoder.collate, [loaded[i] for i in picks[0]]) if picks else None
+    for k, pick in enumerate(picks):
+        batch = collated.result()  # type: ignore[union-attr]
+        if k + 1 < len(picks):  # tokenise the next batch while this one runs
+            collated = loader.call(encoder.collate, [loaded[i] for i in picks[k + 1]])
+        _run_batch(encoder, ids, batch, len(pick), local[pick], shard_start, wanted, buffers)
+
+
+def length_order(encoder: Encoder, loaded: Sequence[Any]) -> np.ndarray:
+    """Indices of `loaded`, longest input first (stable for ties): batches then pad to similar lengths."""
+    lengths = np.fromiter((encoder.input_length(x) for x in loaded), dtype=np.int64, count=len(loaded))
+    return np.argsort(-lengths, kind="stable")
+
+
+def _run_batch(encoder: Encoder, ids: Sequence[str], batch: Any, n: int, local: np.ndarray, shard_start: int,
+               wanted: list[PendingEntry], buffers: dict[str, _ShardBuffer]) -> None:
+    """One forward pass over a collated batch of n items; files the vectors per layer at rows `local` of the shard."""
+    out = encoder.forward(batch, [p.layer for p in wanted])
     for p in wanted:
         if p.layer not in out:
             raise MismatchError(f"encoder {encoder.spec!r} returned no output for layer {p.layer!r}")
         vec = out[p.layer].detach().float().cpu().numpy()  # (B, D)
-        if vec.shape != (len(loaded), p.dim):
+        if vec.shape != (n, p.dim):
             raise MismatchError(f"encoder {encoder.spec!r} returned {vec.shape} at layer {p.layer!r}; "
-                                f"expected ({len(loaded)}, {p.dim}) as its layer info declares")
+                                f"expected ({n}, {p.dim}) as its layer info declares")
         with np.errstate(over="ignore", invalid="ignore"):  # float16 overflow -> inf, caught just below
             vec = vec.astype(p.dtype)
         finite = np.isfinite(vec).all(axis=1)  # (B,)

@@ -1,0 +1,191 @@
+"""Faster encoding that must not change the vectors: length-sorted text batches, the ONNX Runtime fast
+path of image encoders (exported once, checked, cached), decoding in worker processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import caption_of
+from modalign.data.column import Column
+from modalign.encoders import create_encoder
+from modalign.errors import ConfigError
+from modalign.store import EmbeddingStore, encode_plan
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return create_encoder("minilm-l6")
+
+
+@pytest.fixture(scope="module")
+def timm_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """timm's tiny test_resnet (random weights, seed 1) from a local file: a real model that exports fast."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=0).eval()
+    path = tmp_path_factory.mktemp("timm") / "test_resnet.safetensors"
+    save_file(model.state_dict(), str(path))
+    return f"timm:test_resnet?weights={path}"
+
+
+@pytest.fixture()
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "cache"
+    monkeypatch.setenv("MODALIGN_CACHE", str(home))
+    monkeypatch.delenv("MODALIGN_RUNTIME", raising=False)
+    return home
+
+
+def _close(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> None:
+    """float32 agreement of two execution paths: 1e-5 relative to the vectors' scale."""
+    a, b = np.asarray(a), np.asarray(b)
+    scale = float(np.abs(b).max())
+    assert scale > 1e-3  # a real signal
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * scale)
+
+
+# ---- length-sorted batches --------------------------------------------------------------------
+def test_length_sorted_batches_give_the_row_order_vectors(tmp_path, tux_images, minilm, monkeypatch):
+    caps = [caption_of(p) for p in tux_images]
+    texts = [" ".join(caps[: 1 + (i * 5) % 12]) for i in range(20)]  # 1 to 12 captions: lengths vary ~10x
+    column = Column("text", [f"t{i}" for i in range(20)], texts, np.arange(20))
+    seen: list[list[int]] = []
+    minilm.layers()  # the one-off probe pass, before counting batches
+    original = minilm.collate
+
+    def spy(loaded):
+        seen.append([len(t) for t in loaded])
+        return original(loaded)
+
+    monkeypatch.setattr(minilm, "collate", spy)
+    got = EmbeddingStore(tmp_path / "a").encode(column, minilm, batch_size=4, shard_size=10, progress=False)["final"]
+    monkeypatch.undo()
+    assert len(seen) == 6  # 2 shards of 10 rows -> batches of 4, 4, 2 each
+    assert all(lengths == sorted(lengths, reverse=True) for lengths in seen)  # longest first
+    assert seen[0][0] == max(len(t) for t in texts[:10])  # sorted within the first shard
+    row_order = [[len(t) for t in texts[s + i : s + min(i + 4, 10)]] for s in (0, 10) for i in range(0, 10, 4)]
+    assert seen != row_order  # the batches really were re-formed
+
+    monkeypatch.setattr(minilm, "length_bucketing", False)
+    plain = EmbeddingStore(tmp_path / "b").encode(column, minilm, batch_size=4, shard_size=10, progress=False)["final"]
+    assert got.path.name == plain.path.name  # batching is not part of the cache key
+    _close(got.vectors(), plain.vectors())
+    unsorted = minilm.encode(texts, batch_size=4)
+    monkeypatch.undo()
+    _close(minilm.encode(texts, batch_size=4), unsorted)  # Encoder.encode sorts too, rows stay in order
+    _close(got.vectors(), minilm.st.encode(texts, batch_size=4))
+
+
+# ---- the ONNX Runtime fast path ---------------------------------------------------------------
+def test_fast_path_matches_eager_and_is_exported_once(cache_home, timm_spec, tux_images, caplog):
+    enc = create_encoder(timm_spec)
+    batch = enc.collate([enc.load(p) for p in tux_images[:4]])
+    layers = [enc.layer_names()[0], "final"]
+    with caplog.at_level(logging.INFO, logger="modalign.encoders.fast_path"):
+        fast = enc.forward(batch, layers)
+    graph = enc._fast.graph_path(layers)
+    assert graph.is_file() and graph.parent.parent == cache_home / "graphs"  # <cache>/graphs/<fingerprint>/
+    assert graph.parent.name == enc.fingerprint()[:20]
+    assert enc._fast._graphs[tuple(layers)] is not None  # ONNX Runtime ran
+    record = json.loads(graph.with_suffix(".json").read_text())
+    assert record["ok"] and set(record["outputs"]) == set(layers)
+    assert "exported" in caplog.text
+
+    enc.runtime = "eager"
+    eager = enc.forward(batch, layers)
+    for name in layers:
+        _close(fast[name], eager[name])
+
+    caplog.clear()
+    mtime = graph.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="modalign.encoders.fast_path"):
+        again = create_encoder(timm_spec).forward(batch, layers)  # a new encoder, as in a new process
+    assert "exported" not in caplog.text and graph.stat().st_mtime_ns == mtime  # reused, checked again
+    np.testing.assert_array_equal(again["final"].numpy(), fast["final"].numpy())
+
+
+def test_store_key_does_not_depend_on_the_execution_path(cache_home, timm_spec, tux_images, tmp_path):
+    column = Column("image", [p.name for p in tux_images[:6]], tux_images[:6], np.arange(6))
+    eager_enc, fast_enc = create_encoder(timm_spec), create_encoder(timm_spec)
+    eager_enc.runtime = "eager"
+    store = EmbeddingStore(tmp_path / "store")
+    eager = store.encode(column, eager_enc, batch_size=4, progress=False)["final"]
+    reused = store.encode(column, fast_enc, batch_size=4, progress=False)["final"]
+    assert reused.path == eager.path and reused.report.shards_written == 0  # same key: reused
+    fresh = EmbeddingStore(tmp_path / "other").encode(column, fast_enc, batch_size=4, progress=False)["final"]
+    assert fast_enc._fast is not None and fresh.path.name == eager.path.name
+    _close(fresh.vectors(), eager.vectors())
+
+
+def test_a_bad_graph_falls_back_to_eager_with_one_warning(cache_home, timm_spec, tux_images, caplog):
+    enc = create_encoder(timm_spec)
+    batch = enc.collate([enc.load(p) for p in tux_images[:2]])
+    first = enc.layer_names()[0]
+    enc.forward(batch, [first])
+    enc.forward(batch, ["final"])
+    other, graph = enc._fast.graph_path([first]), enc._fast.graph_path(["final"])
+    shutil.copy(other, graph)  # a valid graph with the wrong outputs under the final layer's name
+    enc.runtime = "eager"
+    expected = enc.forward(batch, ["final"])["final"]
+
+    broken = create_encoder(timm_spec)
+    with caplog.at_level(logging.WARNING, logger="modalign.encoders.fast_path"):
+        out = [broken.forward(batch, ["final"])["final"] for _ in range(2)]
+    assert caplog.text.count("running eager torch") == 1 and "disagrees with eager torch" in caplog.text
+    assert not graph.exists()  # removed: the next process exports afresh
+    for o in out:
+        np.testing.assert_array_equal(o.numpy(), expected.numpy())
+
+    graph.write_bytes(b"not an onnx graph")
+    strict = create_encoder(timm_spec)
+    strict.runtime = "onnx"
+    with pytest.raises(ConfigError, match="runtime 'onnx'.*fast path failed"):
+        strict.forward(batch, ["final"])
+
+
+def test_runtime_setting_is_checked(timm_spec, monkeypatch):
+    monkeypatch.setenv("MODALIGN_RUNTIME", "turbo")
+    enc = create_encoder(timm_spec)
+    with pytest.raises(ConfigError, match="unknown runtime 'turbo'.*auto, eager, onnx"):
+        _ = enc.runtime
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        enc.runtime = "fast"
+
+
+# ---- decoding in worker processes ---------------------------------------------------------------
+def test_decode_processes_give_the_inline_results(cache_home, timm_spec, tux_root, tmp_path, monkeypatch):
+    pngs = sorted(tux_root.glob("animals/*/*.png"))[:58]
+    svgs = sorted(tux_root.glob("**/*.svg"))[:4]  # rendered by resvg, which holds the GIL
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(os.urandom(64))
+    items = [*pngs, *svgs, corrupt, tmp_path / "missing.png"]
+    assert len(items) >= encode_plan.PROCESS_MIN_ITEMS
+    column = Column("image", [f"i{k}" for k in range(len(items))], items, np.arange(len(items)))
+    enc = create_encoder(timm_spec)
+    started = []
+    original = encode_plan._start_processes
+    monkeypatch.setattr(encode_plan, "_start_processes", lambda n: started.append(n) or original(n))
+    procs = EmbeddingStore(tmp_path / "a").encode(column, enc, batch_size=8, num_workers=2, progress=False)["final"]
+    assert started == [2]
+    inline = EmbeddingStore(tmp_path / "b").encode(column, enc, batch_size=8, num_workers=0, progress=False)["final"]
+    np.testing.assert_array_equal(procs.valid, inline.valid)
+    assert procs.skipped == inline.skipped and set(procs.skipped) >= {f"i{len(items) - 2}", f"i{len(items) - 1}"}
+    np.testing.assert_allclose(procs.vectors(), inline.vectors(), rtol=1e-6, atol=1e-7)
