@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default=None, help="encoder layer to align (default: final)")
     p.add_argument("--anchor", action="append", metavar="MODALITY",
                    help="frozen tower(s) to align against; repeat for several (default: text)")
-    p.add_argument("--loss", default=None, help="training loss (default: infonce; symile needs two anchors)")
+    p.add_argument("--loss", default=None,
+                   help="training loss (default: infonce; symile scores (new, anchor1, anchor2) triples: it needs two "
+                        "anchors and gets a pairwise InfoNCE term unless loss_options.pairwise_weight = 0)")
     p.add_argument("--out", required=True, type=Path, help="folder for the extended model")
     p.add_argument("--config", type=Path, help="TOML file with ExtendConfig fields (a [train] table for training)")
     p.add_argument("--epochs", type=int, help="max epochs (default: 200, early stopping on validation)")
@@ -61,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     bigger = align_new_modality(model, dataset, open_store(args), modality=args.modality, encoder=args.encoder,
                                 anchors=args.anchor or ["text"], config=cfg, split=split, progress=not args.quiet)
     bigger.save_pretrained(args.out)
+    if split_file.is_file():  # the base run's split holds for the new model: `eval` keeps its test items apart
+        shutil.copyfile(split_file, args.out / "split.json")
     metrics = bigger.metadata["extend"]["test_metrics"]
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if "recall@" in k]
     print_table(rows, ["metric", "value"], title=f"held-out retrieval of the new {args.modality} tower")
