@@ -129,6 +129,7 @@ class VectorIndex:
             if train_vectors is None or n_train < nlist:
                 raise ConfigError(f"index kind {kind!r} needs training vectors (at least {nlist}, better "
                                   f"{39 * nlist}); got {n_train}. Use --kind flat or hnsw for small collections")
+            _quiet_kmeans(index, n_train)
             index.train(_as_f32(train_vectors))
             faiss = faiss_module()
             index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() that survives remove_ids()
@@ -188,3 +189,17 @@ class VectorIndex:
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _quiet_kmeans(index: Any, n_train: int) -> None:
+    """FAISS prints a warning to stderr for each k-means it runs on few points (64 of them for ivf-pq's codes),
+    past logging and -q: say it once in the log instead. min_points_per_centroid only gates that warning."""
+    quantizers = [(name, cp) for name, cp in (("cells", getattr(index, "cp", None)),
+                                              ("codes", getattr(getattr(index, "pq", None), "cp", None))) if cp]
+    for name, cp in quantizers:
+        k = index.nlist if name == "cells" else 1 << index.pq.nbits
+        if n_train < k * cp.min_points_per_centroid:
+            logger.info("training %s on %d vectors for %d %s; %d or more would place them better", type(index).__name__,
+                        n_train, k, "cells" if name == "cells" else "PQ centroids", k * cp.min_points_per_centroid)
+        cp.min_points_per_centroid = 1
+
