@@ -77,3 +77,10 @@ def test_train_cli_has_a_loss_flag(tmp_path):
         from modalign.align.losses import create_loss
 
         create_loss("nope")
+
+
+def test_per_modality_tables_merge_and_other_tables_replace():
+    cfg = load_config(FitConfig, {"encoders": {"image": "timm:vit_tiny"}, "split": {"train": 0.9, "test": 0.1}})
+    assert cfg.encoders == {"image": "timm:vit_tiny", "text": "minilm-l6"}  # the text default is kept
+    assert cfg.split == {"train": 0.9, "test": 0.1}  # a split given is the whole split
+    assert load_config(FitConfig, {"encoders": {}}).encoders == FitConfig().encoders

@@ -304,10 +304,10 @@ def test_train_cli_with_several_layers_and_a_mean_mix(pairs_dir, tmp_path, store
 def test_mean_mix_needs_layers_of_one_width():
     from modalign.encoders import create_encoder
     from modalign.errors import ConfigError
-    from modalign.workflows.fit import _tower
+    from modalign.workflows.fit import tower_config
 
     with pytest.raises(ConfigError, match=r"one width, got widths \[192, 1280\].*concat"):
-        _tower("image", create_encoder("effnet-lite0"), ["blocks.12", "final"], "mean")
+        tower_config("image", create_encoder("effnet-lite0"), ["blocks.12", "final"], "mean")
 
 
 def test_selection_errors_name_the_problem(pairs_dir, store):

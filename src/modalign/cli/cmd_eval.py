@@ -63,16 +63,17 @@ def run(args: argparse.Namespace) -> int:
     from modalign.workflows.evaluate import evaluate_zeroshot
 
     store = open_store(args)
-    models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
     results = {}
     if args.eval_task == "retrieval":
-        dataset = load_pairs_dataset(args.pairs)
+        dataset = load_pairs_dataset(args.pairs)  # the data first: a wrong kind of data set fails fast
         split = scored_split(args.model, args.split, dataset.group_names, "groups")
+        models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
         results = _retrieval(models, dataset, store, split.indices, args)
         columns = RETRIEVAL_COLUMNS if args.modality in ("image", "text") else _pairwise_columns(results["model"])
         title = f"retrieval on {args.pairs} ({split.name} split)"
     else:
         labelled = load_labelled_dataset(args.images)
+        models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
         if args.per_class or args.limit:
             per_class = args.per_class or max(1, args.limit // len(labelled.classnames))
             labelled = labelled.subset(per_class=per_class)

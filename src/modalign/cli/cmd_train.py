@@ -88,12 +88,6 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.fp16_store:
         fit["store_dtype"] = "float16"
     fit["device"] = fit["train"]["device"] = args.device
-    # a table no flag filled would replace the defaults (or the config file's table) with nothing
-    for table in ("encoders", "layers", "layer_mix"):
-        if not fit[table]:
-            del fit[table]
-    if not fit["train"]["projector"]:
-        del fit["train"]["projector"]
     return fit
 
 

@@ -8,6 +8,9 @@ Every config is a dataclass whose defaults are written once, on its own fields. 
 (`train`, `projector`) starts from the PARENT's default for that field, so `ExtendConfig().train`
 (200 epochs) is what an extend run gets unless a key overrides it. Unknown keys are an error that
 lists the known ones; a value of the wrong kind (text for a number, a table for a number) too.
+A table-valued field replaces its default as a whole, unless the field is declared with
+`field(..., metadata=MERGE)`: per-modality settings (`encoders`) then merge key by key, so
+`{"encoders": {"image": "timm:vit"}}` keeps the default text encoder.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any, TypeVar
 from modalign.errors import ConfigError
 
 T = TypeVar("T")
+
+MERGE = {"merge": True}  # field metadata: a table given for this field merges into the default key by key
 
 
 def load_config(cls: type[T], overrides: Mapping[str, Any] | None = None, *, base: T | None = None,
@@ -48,10 +53,10 @@ def merge_dicts(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 
 
 def _apply(obj: Any, overrides: dict[str, Any], path: str) -> Any:
-    known = {f.name for f in dataclasses.fields(obj)}
-    unknown = set(overrides) - known
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    unknown = set(overrides) - set(fields)
     if unknown:
-        raise ConfigError(f"unknown {path} option(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise ConfigError(f"unknown {path} option(s) {sorted(unknown)}; known: {sorted(fields)}")
     changes = {}
     for key, value in overrides.items():
         current = getattr(obj, key)
@@ -60,7 +65,9 @@ def _apply(obj: Any, overrides: dict[str, Any], path: str) -> Any:
                 raise ConfigError(f"{path}.{key} must be a table of options, got {value!r}")
             changes[key] = _apply(current, dict(value), f"{path}.{key}")
         else:
-            changes[key] = _checked(current, value, f"{path}.{key}")
+            value = _checked(current, value, f"{path}.{key}")
+            merge = fields[key].metadata.get("merge") and isinstance(current, Mapping)
+            changes[key] = {**current, **value} if merge else value
     return dataclasses.replace(obj, **changes)
 
 

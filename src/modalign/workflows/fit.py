@@ -34,7 +34,7 @@ from modalign.encoders.layers import layer_dims
 from modalign.errors import ConfigError
 from modalign.features.pipeline import Embeddings, encode_dataset, feature_set
 from modalign.model import AlignedModel, TowerConfig
-from modalign.utils.config import load_config
+from modalign.utils.config import MERGE, load_config
 from modalign.utils.io import atomic_write_json
 from modalign.utils.paths import user_path
 from modalign.workflows.methods import fit_method
@@ -49,9 +49,11 @@ DEFAULT_ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
 
 @dataclass
 class FitConfig:
-    encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS))  # modality -> spec
-    layers: dict[str, str | list[str]] = field(default_factory=dict)  # modality -> layer or layers (default: "final")
-    layer_mix: dict[str, str] = field(default_factory=dict)  # modality -> "concat" | "mean" when several layers
+    encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS), metadata=MERGE)  # modality
+    #                                                        -> spec; a table given sets only the modalities it names
+    layers: dict[str, str | list[str]] = field(default_factory=dict, metadata=MERGE)  # modality -> layer(s) (default:
+    #                                                                                   "final")
+    layer_mix: dict[str, str] = field(default_factory=dict, metadata=MERGE)  # modality -> "concat" | "mean"
     method: str = "mlp"  # a registered alignment method (modalign.workflows.methods)
     baselines: list[str] = field(default_factory=lambda: ["ridge", "procrustes"])  # fitted beside it
     split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
