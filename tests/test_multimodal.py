@@ -32,10 +32,14 @@ def test_symile_loss_matches_hand_computation_and_prefers_true_triples():
     scale = torch.tensor(math.log(5.0))
     an, bn, cn = (F.normalize(x, dim=-1) for x in (a, b, c))
     s = 5.0 * math.sqrt(8)
+    torch.manual_seed(1)
     expected = 0.0
     for x, y, z in ((an, bn, cn), (bn, an, cn), (cn, an, bn)):
-        logits = torch.tensor([[s * float((x[i] * y[j] * z[j]).sum()) for j in range(4)] for i in range(4)])
+        sy, sz = torch.randperm(4), torch.randperm(4)  # the other two shuffled independently (paper's O(N))
+        logits = torch.tensor([[s * float((x[i] * y[i] * z[i]).sum()) if i == j else
+                                s * float((x[i] * y[sy[j]] * z[sz[j]]).sum()) for j in range(4)] for i in range(4)])
         expected += F.cross_entropy(logits, torch.arange(4)).item() / 3
+    torch.manual_seed(1)
     assert symile_loss(a, b, c, scale).item() == pytest.approx(expected, rel=1e-5)
     x1, x2, x3 = (torch.randn(32, 16) for _ in range(3))
     loss_fn = create_loss("symile", pairwise_weight=0.5)
@@ -44,6 +48,42 @@ def test_symile_loss_matches_hand_computation_and_prefers_true_triples():
     assert set(batch.parts) == {"symile", "pairwise"}
     with pytest.raises(ValueError, match="exactly three"):
         create_loss("symile")(LossInputs({"image": x1, "text": x2}, {}, {}), scale)
+
+
+def _xor_triples(n: int, bits: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Triples (a, b, c = a XOR b) of noisy +-1 bit vectors: every pair is independent, only the triple is not."""
+    a, b = (torch.randint(0, 2, (n, bits), generator=g) for _ in range(2))
+    c = a ^ b
+    code = (c * 2 ** torch.arange(bits)).sum(dim=1)  # (n,) c's value: items with equal c are positives
+    return *(1 - 2 * x.float() + 0.1 * torch.randn(n, bits, generator=g) for x in (a, b, c)), code
+
+
+def test_symile_learns_a_triple_dependence_that_pairwise_infonce_cannot():
+    """The Symile paper's point: c = a XOR b is invisible to every pair, so only the MIP of the triple finds c."""
+    from modalign.align.losses import clip_loss
+    from modalign.align.symile import symile_retrieval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    train, test = _xor_triples(1024, 4, g), _xor_triples(256, 4, g)
+    recall = {}
+    for name in ("symile", "pairwise"):
+        torch.manual_seed(0)
+        heads = [torch.nn.Linear(4, 16) for _ in range(3)]
+        scale = torch.tensor(math.log(1 / 0.07))
+        opt = torch.optim.Adam([p for h in heads for p in h.parameters()], lr=1e-2)
+        for _ in range(150):
+            rows = torch.randint(0, 1024, (128,), generator=g)
+            ea, eb, ec = (h(x[rows]) for h, x in zip(heads, train[:3], strict=True))
+            loss = symile_loss(ea, eb, ec, scale) if name == "symile" else \
+                (clip_loss(ea, eb, scale) + clip_loss(ea, ec, scale) + clip_loss(eb, ec, scale)) / 3
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            ea, eb, ec = (h(x) for h, x in zip(heads, test[:3], strict=True))
+            recall[name] = symile_retrieval_metrics(ec, (ea, eb), test[3].numpy(), ("c", "a", "b"))
+    assert recall["symile"]["c_given_a+b_recall@1"] > 0.9  # chance: 1/16 values of c
+    assert recall["pairwise"]["c_given_a+b_recall@1"] < 0.25
 
 
 def _sound_stamps(tux_root: Path, out: Path, n: int = 14) -> Path:
@@ -118,3 +158,55 @@ def test_joint_three_way_training_with_symile_beats_chance():
 
     m = evaluate_features(model, test, [("audio", "text")])
     assert m["audio_text_recall@1"] > 3 / 32  # chance is 1/32
+
+
+def _said(capsys) -> str:
+    """What the command logged (stderr; rich wraps lines), as one line."""
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_audio_on_the_command_line_after_extend_with_symile(tmp_path, tux_root, capsys):
+    """extend --loss symile (two anchors, a pairwise term added and said), then audio eval, index and search."""
+    import json
+
+    from modalign.cli.main import main
+    from modalign.model import AlignedModel
+
+    root = _sound_stamps(tux_root, tmp_path / "stamps")
+    store, base, ext, index = tmp_path / "store", tmp_path / "base", tmp_path / "ext", tmp_path / "index"
+    common = ["--store", str(store), "-q"]
+    sounds = f"tuxpaint-sounds?root={root}"
+    assert main(["train", "--pairs", f"tuxpaint?root={root}", "--out", str(base), "--epochs", "2",
+                 "--no-baselines", "--out-dim", "32", "--hidden-dim", "64", *common]) == 0
+    extend = ["extend", str(base), "--pairs", sounds, "--encoder", "logmel?n_mels=16", "--loss", "symile",
+              "--epochs", "3", "--out", str(ext), *common]
+    capsys.readouterr()
+    assert main([*extend, "--anchor", "text"]) == 1  # symile scores triples: one anchor is refused
+    assert "give two anchors" in _said(capsys)
+    assert main([*extend, "--anchor", "text", "--anchor", "image"]) == 0
+    assert "adding pairwise InfoNCE" in _said(capsys)
+    meta = AlignedModel.from_pretrained(ext).metadata["extend"]
+    assert meta["config"]["train"]["loss_options"] == {"pairwise_weight": 1.0}
+    assert "audio_given_text+image_recall@1" in meta["test_metrics"]
+    assert (ext / "split.json").read_text() == (base / "split.json").read_text()
+
+    capsys.readouterr()
+    assert main(["eval", "retrieval", str(ext), "--pairs", sounds, "--modality", "audio",
+                 "--json", str(tmp_path / "a.json"), *common]) == 0
+    scored = json.loads((tmp_path / "a.json").read_text())
+    assert scored["split"] == "test" and 0 <= scored["audio_text_recall@1"] <= 1 and "text_audio_recall@5" in scored
+    assert "a2t R@1" in capsys.readouterr().out
+
+    assert main(["index", "build", sounds, "--model", str(ext), "--modality", "audio", "--out", str(index),
+                 *common]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["modality"] == "audio" and info["count"] >= 10
+    ogg = next(p for p in sorted(root.rglob("*.ogg")) if p.stem != "zz-broken")
+    assert main(["search", str(index), "--audio", str(ogg), "-k", "3", "--json", "-q"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["key"] == ogg.relative_to(root).as_posix() and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert main(["search", str(index), "--audio", str(ogg), "--model", str(base), "-q"]) == 1  # another space
+    assert "query with that model" in _said(capsys)
+    assert main(["index", "build", sounds, "--model", str(base), "--modality", "audio", "--out",
+                 str(tmp_path / "no"), *common]) == 1
+    assert "no audio tower" in _said(capsys)

@@ -34,10 +34,15 @@ def test_openclip_path_matches_aligned_model(tmp_path: Path, tux_images: list[Pa
     tokenizer = get_tokenizer(tmp_path / "m")
     pixels = torch.stack([preprocess_val(Image.open(p).convert("RGBA")) for p in images])
     assert pixels.ndim == 4 and pixels.shape[:2] == (6, 3)
+    tokens = tokenizer(captions)
+    assert isinstance(tokens, torch.Tensor) and tokens.dtype == torch.long  # as open_clip's tokenizers return
+    assert tokens.shape == (6, tokenizer.context_length) and tokenizer.context_length == txt_enc.st.max_seq_length
     with torch.no_grad():
-        img, txt = clip.encode_image(pixels), clip.encode_text(tokenizer(captions))
+        img, txt = clip.encode_image(pixels), clip.encode_text(tokens)
+        one = clip.encode_text(tokenizer(captions[0]))  # a single string: a (1, context_length) batch
     ref = AlignedModel.from_pretrained(tmp_path / "m", encoders={"image": img_enc, "text": txt_enc})
     torch.testing.assert_close(img, ref.encode_image(images), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(txt, ref.encode_text(captions), rtol=1e-4, atol=1e-5)
     assert img.shape == txt.shape == (6, 16)
+    torch.testing.assert_close(one, txt[:1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(img.norm(dim=1), torch.ones(6))

@@ -23,9 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", type=Path, help="run folder or saved model folder")
     p.add_argument("--pairs", required=True, help="pairs file / data set, as for `modalign train`")
-    p.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
-                   help="use only this split of the run's split.json (test for held-out numbers); also "
-                        "restricts --images to the held-out items when their ids match the split's")
+    p.add_argument("--split", choices=["auto", "all", "train", "val", "test"], default="auto",
+                   help="which pairs to use: auto (default) = those the run neither trained nor validated on, i.e. "
+                        "its test split when this is its training data (the run's split.json), all, train, val or "
+                        "test; --images is restricted the same way by item id")
     p.add_argument("--images", help="labelled image tree or built-in name (tuxpaint-categories) for the "
                                     "zero-shot confusion matrix")
     p.add_argument("--templates", default="default", help="zero-shot template set (default, clipart, fashion ...)")
@@ -37,9 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from modalign.cli.loading import load_run_models, read_templates, split_groups
+    from modalign.cli.loading import load_run_models, read_templates, scored_split
     from modalign.data.registry import load_labelled_dataset, load_pairs_dataset
     from modalign.workflows.diagnose import diagnose_pairs, diagnose_zeroshot
 
@@ -48,15 +47,11 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args)
     models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
     dataset = load_pairs_dataset(args.pairs, **data_options(args))
-    groups = split_groups(args.model, args.split, dataset)
-    flat, files = diagnose_pairs(models, dataset, store, groups, out_dir=out, progress=not args.quiet)
+    split = scored_split(args.model, args.split, dataset.group_names, "groups")
+    flat, files = diagnose_pairs(models, dataset, store, split.indices, out_dir=out, progress=not args.quiet)
     if args.images:
         labelled = load_labelled_dataset(args.images)
-        rows = None
-        if groups is not None:
-            names = {dataset.group_names[g] for g in groups}
-            hit = np.array([i for i, item_id in enumerate(labelled.column.ids) if item_id in names], dtype=np.int64)
-            rows = hit if len(hit) else None
+        rows = _image_rows(args.model, args.split, labelled.column.ids)
         report = diagnose_zeroshot(models["model"], labelled, store, read_templates(args.templates), rows=rows,
                                    out_dir=out, progress=not args.quiet)
         flat["zeroshot_acc1"] = report["acc1"]
@@ -64,8 +59,22 @@ def run(args: argparse.Namespace) -> int:
     rows_table = [{"model": name, **{k.split("/", 1)[-1]: v for k, v in flat.items()
                                      if (k.startswith(f"{name}/") if i else "/" not in k)}}
                   for i, name in enumerate(models)]
-    print_table(rows_table, COLUMNS, title=f"embedding diagnostics on {args.pairs} ({args.split})")
-    write_json(out / "diagnostics.json", {**flat, "files": files})
+    print_table(rows_table, COLUMNS, title=f"embedding diagnostics on {args.pairs} ({split.name} split)")
+    write_json(out / "diagnostics.json", {**flat, "split": split.name, "files": files})
     print(f"diagnostics written to {out}")
     return 0
 
+
+
+def _image_rows(run_dir: Path, split: str, ids: list[str]):
+    """The labelled images to use: the same split by item id, or all of them when no id names a split item."""
+    import logging
+
+    from modalign.cli.loading import scored_split
+    from modalign.errors import ConfigError
+
+    try:
+        return scored_split(run_dir, split, ids, "images").indices
+    except ConfigError as e:
+        logging.getLogger(__name__).warning("--images: %s; using every image", e)
+        return None

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from modalign.cli.commands import summary
 from modalign.cli.common import add_common, add_encoding, data_options, open_store, print_table, write_json
-from modalign.cli.loading import load_run_models, read_templates, split_groups
+from modalign.cli.loading import load_run_models, read_templates, scored_split
+
+SPLIT_HELP = ("which items to score: auto (default) = those the run neither trained nor validated on, i.e. its "
+              "test split when this is its training data (from the run's split.json), all, train, val or test")
 
 RETRIEVAL_COLUMNS = ["method", "image_retrieval_recall@1", "image_retrieval_recall@5",
                      "image_retrieval_recall@10", "text_retrieval_recall@1", "text_retrieval_recall@5",
@@ -27,8 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("model", type=Path, help="run folder or saved model folder")
     r.add_argument("--pairs", required=True, help="pairs file / data set, as for `modalign train`")
     add_encoding(r)
-    r.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
-                   help="score only this split of the run's split.json (use test for held-out numbers)")
+    r.add_argument("--split", choices=["auto", "all", "train", "val", "test"], default="auto", help=SPLIT_HELP)
+    r.add_argument("--modality", default="image",
+                   help="image (default: image<->text), or a tower added by `modalign extend` (audio): its "
+                        "retrieval against every other tower the data has")
     _common_eval(r)
 
     z = evsub.add_parser("zeroshot", help="zero-shot classification of labelled images by class-name prompts",
@@ -40,10 +45,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--templates", default="default",
                    help="template set name (default, clipart, fashion, single, name, imagenet-short) or a "
                         "JSON file with a list of templates containing {c}")
+    z.add_argument("--split", choices=["auto", "all", "train", "val", "test"], default="auto",
+                   help=SPLIT_HELP + " (an image counts as in a split when its id names one of the split's items)")
+    z.add_argument("--per-class", type=int, help="evaluate this many images per class (a seeded class-balanced draw)")
     z.add_argument("--limit", type=int, help="evaluate at most this many images (class-balanced)")
     _common_eval(z)
     _add_suite(evsub)
     p.set_defaults(run=run)
+
+
+def _common_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", type=Path, help="write the metrics here (flat JSON, CLIP_benchmark names)")
+    p.add_argument("--no-baselines", action="store_true", help="only the model, not the baselines beside it")
+    p.add_argument("--batch-size", type=int, default=32)
+    add_common(p)
 
 
 def _add_suite(evsub: argparse._SubParsersAction) -> None:
@@ -99,36 +114,60 @@ def run_suite(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from modalign.data.registry import load_labelled_dataset, load_pairs_dataset
+    from modalign.workflows.evaluate import evaluate_zeroshot
 
     if args.eval_task == "suite":
         return run_suite(args)
-    from modalign.workflows.evaluate import evaluate_retrieval, evaluate_zeroshot
-
     store = open_store(args)
     results = {}
     if args.eval_task == "retrieval":
-        # the data first: a wrong kind of data set fails fast
-        dataset = load_pairs_dataset(args.pairs, **data_options(args))
-        groups = split_groups(args.model, args.split, dataset)
+        dataset = load_pairs_dataset(args.pairs, **data_options(args))  # the data first: a wrong kind of data set fails fast
+        split = scored_split(args.model, args.split, dataset.group_names, "groups")
         models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
-        for name, model in models.items():
-            results[name] = evaluate_retrieval(model, dataset, store, groups, batch_size=args.batch_size,
-                                               progress=not args.quiet)
-        columns, title = RETRIEVAL_COLUMNS, f"retrieval on {args.pairs} ({args.split})"
+        results = _retrieval(models, dataset, store, split.indices, args)
+        columns = RETRIEVAL_COLUMNS if args.modality in ("image", "text") else _pairwise_columns(results["model"])
+        title = f"retrieval on {args.pairs} ({split.name} split)"
     else:
         labelled = load_labelled_dataset(args.images)
         models = load_run_models(args.model, args.device, with_baselines=not args.no_baselines)
-        if args.limit:
-            labelled = labelled.subset(per_class=max(1, args.limit // len(labelled.classnames)))
+        if args.per_class or args.limit:
+            per_class = args.per_class or max(1, args.limit // len(labelled.classnames))
+            labelled = labelled.subset(per_class=per_class)
+        split = scored_split(args.model, args.split, labelled.column.ids, "images")
         templates = read_templates(args.templates)
         for name, model in models.items():
             results[name] = evaluate_zeroshot(model, labelled, store, templates, batch_size=args.batch_size,
-                                              progress=not args.quiet)
-        columns, title = ZEROSHOT_COLUMNS, f"zero-shot on {args.images} ({len(labelled.classnames)} classes)"
+                                              progress=not args.quiet, rows=split.indices)
+        columns, title = ZEROSHOT_COLUMNS, (f"zero-shot on {args.images} ({len(labelled.classnames)} classes, "
+                                            f"{split.name} split)")
     print_table([{"method": n, **m} for n, m in results.items()], columns, title=title)
-    flat = dict(results["model"])
+    flat: dict[str, float | str] = {**results["model"], "split": split.name}
     for name, metrics in results.items():
         if name != "model":
             flat.update({f"{name}/{k}": v for k, v in metrics.items()})
     write_json(args.json, flat)
     return 0
+
+
+def _retrieval(models: dict, dataset, store, groups, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Image<->text recall of every model, or the --modality tower's pairwise recall (models that have it)."""
+    import logging
+
+    from modalign.workflows.evaluate import evaluate_modality, evaluate_retrieval
+
+    out = {}
+    for name, model in models.items():
+        if args.modality in ("image", "text"):
+            out[name] = evaluate_retrieval(model, dataset, store, groups, batch_size=args.batch_size,
+                                           progress=not args.quiet)
+        elif name == "model" or args.modality in model.towers:
+            out[name] = evaluate_modality(model, dataset, store, args.modality, groups, batch_size=args.batch_size,
+                                          progress=not args.quiet)
+        else:
+            logging.getLogger(__name__).info("%s has no %s tower; left out", name, args.modality)
+    return out
+
+
+def _pairwise_columns(metrics: dict[str, float]) -> list[str]:
+    """method + the recall@1 and @5 columns of each pair, e.g. audio_text_recall@1, text_audio_recall@1."""
+    return ["method", *[k for k in metrics if k.endswith(("_recall@1", "_recall@5")) and "mean" not in k]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default=None, help="encoder layer to align (default: final)")
     p.add_argument("--anchor", action="append", metavar="MODALITY",
                    help="frozen tower(s) to align against; repeat for several (default: text)")
-    p.add_argument("--loss", default=None, help="training loss (default: infonce; symile needs two anchors)")
+    p.add_argument("--loss", default=None,
+                   help="training loss (default: infonce; symile scores (new, anchor1, anchor2) triples: it needs two "
+                        "anchors and gets a pairwise InfoNCE term unless loss_options.pairwise_weight = 0)")
     p.add_argument("--out", required=True, type=Path, help="folder for the extended model (a new one)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     p.add_argument("--config", type=Path, help="TOML file with ExtendConfig fields (a [train] table for training)")
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     model = AlignedModel.from_pretrained(args.run_dir, device=args.device)
     dataset = load_pairs_dataset(args.pairs, **data_options(args))
     split = None
-    if (args.run_dir / "split.json").is_file():
+    split_file = args.run_dir / "split.json"
+    if split_file.is_file():  # checked against the model's split hash: never another run's split
         split = split_by_names(dataset, read_run_split(args.run_dir, model.metadata))
     if args.out.resolve() == args.run_dir.resolve():
         raise ConfigError("--out must be a new folder, not the run being extended (it stays as it is)")
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                                 anchors=args.anchor or ["text"], config=cfg, split=split, progress=not args.quiet)
     with staged_folder(args.out, overwrite=args.overwrite, belongs=is_run_folder) as work:
         bigger.save_pretrained(work)  # written whole: a crash never leaves new weights beside an old config
+        if split_file.is_file():  # the base run's split holds for the new model: `eval` keeps its test items apart
+            shutil.copyfile(split_file, work / "split.json")
     metrics = bigger.metadata["extend"]["test_metrics"]
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if "recall@" in k]
     print_table(rows, ["metric", "value"], title=f"held-out retrieval of the new {args.modality} tower")

@@ -23,7 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", type=Path, required=True, help="saved model / run folder")
     b.add_argument("--out", type=Path, required=True, help="index folder to write")
     b.add_argument("--kind", default="auto", help="flat, hnsw, ivf, ivf-int8, ivf-pq, or auto (by size)")
-    b.add_argument("--texts", action="store_true", help="index the captions (image->text search) instead of images")
+    b.add_argument("--modality", default=None,
+                   help="which items to index: image (default), text (captions, for image->text search) or a "
+                        "tower added by `modalign extend`, e.g. audio (collections such as tuxpaint-sounds)")
+    b.add_argument("--texts", action="store_true", help="index the captions: the same as --modality text")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
     b.add_argument("--batch-size", type=int, default=32)
     add_common(b)
@@ -64,10 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from modalign.errors import ConfigError
     from modalign.search.build import build_index, load_collection
 
+    if args.texts and args.modality not in (None, "text"):
+        raise ConfigError(f"--texts indexes captions; it cannot go with --modality {args.modality}")
+    modality = "text" if args.texts else args.modality or "image"
     index = build_index(args.model, load_collection(args.collection), args.out, open_store(args),
-                        modality="text" if args.texts else "image", kind=args.kind, overwrite=args.overwrite,
+                        modality=modality, kind=args.kind, overwrite=args.overwrite,
                         batch_size=args.batch_size, progress=not args.quiet)
     print(dumps(index.info.to_dict()))
     return 0

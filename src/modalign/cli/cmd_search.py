@@ -1,4 +1,4 @@
-"""`modalign search INDEX "a red bird"`: text->image (or ->caption) search; --image PATH for image queries."""
+"""`modalign search INDEX "a red bird"`: text->image (or ->caption, ->audio) search; --image / --audio PATH queries."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index", type=Path)
     p.add_argument("query", nargs="?", help="a text query")
     p.add_argument("--image", type=Path, help="an image query instead of text")
+    p.add_argument("--audio", type=Path, help="an audio query (a model extended with an audio tower)")
     p.add_argument("--texts", action="store_true", help="expect a caption index (image -> text search)")
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--model", type=Path, help="query model (default: the one that built the index)")
@@ -36,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from modalign.search.index import SearchIndex
     from modalign.search.relevance import apply_policy, load_calibrations
 
-    if (args.query is None) == (args.image is None):
-        raise ConfigError("give either a text query or --image PATH")
+    given = [q for q in (args.query, args.image, args.audio) if q is not None]
+    if len(given) != 1:
+        raise ConfigError("give one query: a text, --image PATH or --audio PATH")
     index = SearchIndex.open(args.index)
     if args.texts and index.info.modality != "text":
         raise ConfigError(f"{args.index} indexes {index.info.modality} items; build a caption index with "
@@ -45,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     model_dir = args.model or Path(index.info.model)
     index.check_model(model_dir)
     model = AlignedModel.from_pretrained(model_dir, device=args.device)
-    vec = (model.encode_image([args.image]) if args.image else model.encode_text([args.query])).cpu().numpy()
+    modality, query = ("image", args.image) if args.image else ("audio", args.audio) if args.audio else \
+        ("text", args.query)
+    if modality not in model.towers:
+        raise ConfigError(f"{model_dir} has no {modality} tower to embed the query with (it has "
+                          f"{', '.join(model.towers)}); add one with `modalign extend`")
+    if modality != "text" and not Path(query).is_file():
+        raise ConfigError(f"query file not found: {query}")
+    vec = model.encode(modality, [query]).cpu().numpy()
     rerank = reranker_for(index, model, args.invgc)
     policy = cut_policy(args)
     calibration = load_calibrations(index.folder, index.info.space).get("image" if args.image else "text")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,10 @@ def open_store(args: argparse.Namespace):
 
 def short_name(metric: str) -> str:
     """Column headers that fit a terminal: image_retrieval_recall@5 -> t2i R@5 (text->image)."""
-    return (metric.replace("image_retrieval_recall@", "t2i R@").replace("text_retrieval_recall@", "i2t R@")
-            .replace("mean_per_class_recall", "mean class recall"))
+    metric = (metric.replace("image_retrieval_recall@", "t2i R@").replace("text_retrieval_recall@", "i2t R@")
+              .replace("mean_per_class_recall", "mean class recall"))
+    # pairwise names of extra towers: audio_text_recall@1 -> a2t R@1
+    return re.sub(r"^([a-z]+)_([a-z]+)_recall@", lambda m: f"{m[1][0]}2{m[2][0]} R@", metric)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str = "",
@@ -84,7 +87,11 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
             table.add_column(h, justify="right" if numeric and i > 0 else "left", no_wrap=i == 0)
         for r in rows:
             table.add_row(*(fmt(r.get(c, "")) for c in columns))
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:  # a pipe or a file: rich would wrap at 80 columns; keep every row on one line
+            console = Console(width=max(80, console.measure(table, options=console.options.update(width=10_000))
+                                        .maximum))
+        console.print(table)
     except ImportError:
         if title:
             print(title)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from modalign.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modalign.data.column import AlignedDataset
     from modalign.model import AlignedModel
     from modalign.search.index import SearchIndex
     from modalign.search.invgc import InvGCReranker
+    from modalign.workflows.evaluate import ScoredSplit
+
+logger = logging.getLogger(__name__)
 
 
 def load_run_models(run_dir: Path, device: str = "cpu", with_baselines: bool = True) -> dict[str, AlignedModel]:
@@ -22,34 +23,33 @@ def load_run_models(run_dir: Path, device: str = "cpu", with_baselines: bool = T
     from modalign.model import AlignedModel
     from modalign.workflows.evaluate import share_encoders
 
+    if (run_dir / "fit_config.json").is_file() and not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} holds no finished model (fit_config.json but no config.json): the run that "
+                          "wrote it failed or is still running; train again")
     models = {"model": AlignedModel.from_pretrained(run_dir, device=device)}
+    run_id = models["model"].metadata.get("run_id")
     base_dir = run_dir / "baselines"
     if with_baselines and base_dir.is_dir():
         for d in sorted(base_dir.iterdir()):
             if (d / "config.json").is_file():
-                models[d.name] = AlignedModel.from_pretrained(d, device=device)
+                baseline = AlignedModel.from_pretrained(d, device=device)
+                if baseline.metadata.get("run_id") != run_id:
+                    logger.warning("ignoring %s: it was fitted by another run into this folder, not beside this "
+                                   "model (delete it)", d)
+                    continue
+                models[d.name] = baseline
     share_encoders(list(models.values()))
     return models
 
 
-def split_groups(run_dir: Path, split: str, dataset: AlignedDataset) -> np.ndarray | None:
-    """Group indices of `dataset` in the run's `split` (split.json); None for "all"."""
-    if split == "all":
-        return None
-    from modalign.workflows.fit import read_run_split
+def scored_split(run_dir: Path, split: str, names: list[str], what: str) -> ScoredSplit:
+    """The items to score (see workflows.evaluate.pick_split), logged with the reason."""
+    from modalign.workflows.evaluate import pick_split, read_run_split
 
-    split_file = run_dir / "split.json"
-    if not split_file.is_file():
-        raise ConfigError(f"--split {split} needs {split_file} (written by `modalign train`)")
-    splits = read_run_split(run_dir)  # checked against the model's split hash: never another run's split
-    if split not in splits:
-        raise ConfigError(f"{split_file} has no {split!r} part; it has: {', '.join(splits)}")
-    names = set(splits[split])
-    groups = np.array([i for i, n in enumerate(dataset.group_names) if n in names], dtype=np.int64)
-    if len(groups) == 0:
-        raise ConfigError(f"none of the {split} items of {split_file} are in this data set: is it the "
-                          "same pairs file the model was trained on?")
-    return groups
+    chosen = pick_split(names, read_run_split(run_dir), split)
+    logger.info("scoring the %s split: %d of %d %s (%s)", chosen.name, chosen.count(len(names)), len(names), what,
+                chosen.reason)
+    return chosen
 
 
 def read_templates(value: str) -> str | list[str]:

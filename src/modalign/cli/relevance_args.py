@@ -48,7 +48,7 @@ def add_calibrate_parser(isub: argparse._SubParsersAction) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from modalign.cli.loading import split_groups
+    from modalign.cli.loading import scored_split
     from modalign.data.registry import load_labelled_dataset, load_pairs_dataset
     from modalign.model import AlignedModel
     from modalign.search.index import SearchIndex
@@ -61,7 +61,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     store = open_store(args)
     if args.pairs:
         data = load_pairs_dataset(args.pairs)
-        groups = split_groups(model_dir, args.split, data)
+        groups = scored_split(model_dir, args.split, data.group_names, "groups").indices
         cal = calibrate_index(index, model, data, store, groups, relevant_by=args.relevant_by,
                               fitted_on=f"{args.pairs} ({args.split})", progress=not args.quiet)
     else:

@@ -2,10 +2,10 @@
 
     wave = load_audio("dog.ogg", sample_rate=16_000)      # (n_samples,) float32 in [-1, 1]
 
-Every failure (missing file, undecodable bytes, no samples, NaNs) becomes an InvalidItem with a
-reason, never a crash, so the store skips the item and counts it. Decoding uses `soundfile` (PyPI; its
-wheels bundle libsndfile with Ogg/Vorbis, FLAC, WAV and, from libsndfile 1.1, MP3); resampling uses
-scipy's polyphase filter. Both are imported lazily: `pip install 'modalign[audio]'`.
+Every failure (missing file, undecodable bytes, no samples, NaNs, digital silence) becomes an
+InvalidItem with a reason, never a crash, so the store skips the item and counts it. Decoding uses
+`soundfile` (PyPI; its wheels bundle libsndfile with Ogg/Vorbis, FLAC, WAV and, from libsndfile 1.1,
+MP3); resampling uses scipy's polyphase filter. Both are imported lazily: `pip install 'modalign[audio]'`.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ def load_audio(item: Any, sample_rate: int = 16_000, max_seconds: float | None =
         raise InvalidItem("empty audio (0 samples)")
     if not np.isfinite(wave).all():
         raise InvalidItem("audio holds NaN or infinite samples")
+    if not wave.any():  # digital silence: every silent clip would get one and the same vector
+        raise InvalidItem("silent audio (every sample is 0)")
     if max_seconds is not None:
         wave = wave[: int(round(max_seconds * rate))]
     return resample(wave, rate, sample_rate)

@@ -3,18 +3,20 @@
     model, preprocess_train, preprocess_val = create_model_and_transforms("runs/tux")   # or "hf-hub:org/name"
     tokenizer = get_tokenizer("runs/tux")
     image = preprocess_val(Image.open("cat.png")).unsqueeze(0)      # (1, 3, S, S)
-    text = tokenizer(["a cat", "a car"])                            # the text encoder's token batch
+    text = tokenizer(["a cat", "a car"])                            # (2, context_length) token ids
     with torch.no_grad():
         img, txt = model.encode_image(image), model.encode_text(text)   # (N, D) each, L2-normalised
 
 The preprocess and tokenizer are the frozen encoders' own input pipelines (Encoder.load + collate), so
-these embeddings equal AlignedModel.encode_image / encode_text. Projector training happens on cached
-features, so there is no training augmentation: preprocess_train is preprocess_val.
+these embeddings equal AlignedModel.encode_image / encode_text. As open_clip's, the tokenizer returns one
+LongTensor of token ids padded to `context_length` (the text encoder's token limit); encode_text rebuilds
+the attention mask from the padding id. Projector training happens on cached features, so there is no
+training augmentation: preprocess_train is preprocess_val.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,8 @@ class OpenCLIPStyleModel(nn.Module):
         return self._encode("image", images, normalize)  # images: (B, 3, S, S) from preprocess
 
     def encode_text(self, tokens: Any, normalize: bool = True) -> torch.Tensor:
-        return self._encode("text", tokens, normalize)  # tokens: what get_tokenizer returns
+        # tokens: (N, L) ids from get_tokenizer (or the text encoder's own batch)
+        return self._encode("text", token_batch(self.aligned.encoder("text"), tokens), normalize)
 
     def forward(self, images: torch.Tensor | None = None, tokens: Any = None
                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -63,14 +66,49 @@ class Preprocess:
 
 
 class Tokenizer:
-    """Strings -> the text encoder's token batch (a tensor or a dict of tensors)."""
+    """Strings -> (N, context_length) LongTensor of token ids, as open_clip's tokenizers return.
+
+    Encoders without a Hugging Face tokenizer (or one without a padding token) get their own token batch.
+    """
 
     def __init__(self, encoder: Any):
         self.encoder = encoder
+        self.hf = _hf_tokenizer(encoder)
+        limit = getattr(encoder, "max_tokens", None) or getattr(getattr(encoder, "st", None), "max_seq_length", None)
+        self.context_length = int(limit or min(getattr(self.hf, "model_max_length", 77), 512))
 
     def __call__(self, texts: str | Sequence[str]) -> Any:
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self.encoder.collate([self.encoder.load(t) for t in texts])
+        batch = self.encoder.collate([self.encoder.load(t) for t in texts])
+        if self.hf is None or not isinstance(batch, Mapping) or "input_ids" not in batch:
+            return batch
+        ids = batch["input_ids"]  # (N, T), T <= context_length
+        out = torch.full((ids.shape[0], self.context_length), self.hf.pad_token_id, dtype=torch.long)
+        out[:, : ids.shape[1]] = ids
+        return out
+
+
+def _hf_tokenizer(encoder: Any) -> Any:
+    """The encoder's Hugging Face tokenizer (hf: or sentence-transformers) when it pads with a known id."""
+    tok = getattr(encoder, "tokenizer", None) or getattr(getattr(encoder, "st", None), "tokenizer", None)
+    return tok if getattr(tok, "pad_token_id", None) is not None else None
+
+
+def token_batch(encoder: Any, tokens: Any) -> Any:
+    """A Tokenizer's (N, L) ids -> the encoder's own batch (input_ids, attention_mask, token_type_ids)."""
+    tok = _hf_tokenizer(encoder)
+    if not isinstance(tokens, torch.Tensor) or tok is None:
+        return tokens
+    probe = encoder.collate([encoder.load("probe")])  # the keys the encoder's forward reads
+    mask = (tokens != tok.pad_token_id).long()  # (N, L)
+    length = max(1, int(mask.sum(dim=1).max()))  # drop the all-padding tail: shorter attention, same vectors
+    parts = {"input_ids": tokens, "attention_mask": mask, "token_type_ids": torch.zeros_like(tokens)}
+    unknown = {k for k, v in probe.items() if isinstance(v, torch.Tensor)} - set(parts)
+    if unknown:
+        raise TypeError(f"cannot rebuild the {sorted(unknown)} inputs of {encoder.spec!r} from token ids; pass the "
+                        f"encoder's own batch (encoder.collate) instead")
+    # tensors rebuilt from the ids; other entries (e.g. sentence-transformers' "modality": "text") as collate gives
+    return {k: parts[k][:, :length] if isinstance(v, torch.Tensor) else v for k, v in probe.items()}
 
 
 def _load(path: str | Path | AlignedModel, device: str) -> AlignedModel:

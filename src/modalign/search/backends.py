@@ -151,6 +151,7 @@ class VectorIndex:
                 raise ConfigError(f"index kind {kind!r} needs training vectors (at least {params.nlist}, better "
                                   f"{39 * params.nlist}); got {n_train}. Use --kind flat or hnsw for small "
                                   f"collections")
+            _quiet_kmeans(index, n_train)
             index.train(_as_f32(train_vectors))
             ivf = _find(index, "nprobe")
             if ivf is not None and not isinstance(index, faiss_module().IndexIDMap):
@@ -244,3 +245,17 @@ def _find(index: Any, attr: str) -> Any:
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _quiet_kmeans(index: Any, n_train: int) -> None:
+    """FAISS prints a warning to stderr for each k-means it runs on few points (64 of them for ivf-pq's codes),
+    past logging and -q: say it once in the log instead. min_points_per_centroid only gates that warning."""
+    quantizers = [(name, cp) for name, cp in (("cells", getattr(index, "cp", None)),
+                                              ("codes", getattr(getattr(index, "pq", None), "cp", None))) if cp]
+    for name, cp in quantizers:
+        k = index.nlist if name == "cells" else 1 << index.pq.nbits
+        if n_train < k * cp.min_points_per_centroid:
+            logger.info("training %s on %d vectors for %d %s; %d or more would place them better", type(index).__name__,
+                        n_train, k, "cells" if name == "cells" else "PQ centroids", k * cp.min_points_per_centroid)
+        cp.min_points_per_centroid = 1
+

@@ -81,6 +81,9 @@ def encode_collection(model: AlignedModel, collection: Collection, modality: str
     if modality not in collection.columns:
         raise ConfigError(f"collection {collection.name!r} has no {modality} items; it has "
                           f"{', '.join(collection.columns)}")
+    if modality not in model.towers:
+        raise ConfigError(f"the model has no {modality} tower (it has {', '.join(model.towers)}); add one with "
+                          f"`modalign extend`")
     column = collection.columns[modality]
     tower = model.towers[modality]
     stored = encode_column(store, column, model.encoder(modality), tower.layer, batch_size=batch_size,

@@ -110,6 +110,7 @@ def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Embe
     missing = [m for m in needed if m not in dataset.columns]
     if missing:
         raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
+    cfg = _checked_loss(cfg, modality, anchors)
     enc = create_encoder(encoder, device=cfg.device) if isinstance(encoder, str) else encoder
     others = [m for m in model.towers if m in dataset.columns]  # every frozen tower the data can evaluate
     encoders = {m: model.encoder(m) for m in others}
@@ -132,11 +133,19 @@ def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Embe
     logit_scale = model.logit_scale.detach().clone()
     train_cfg = replace(cfg.train, trainable=[modality], projector=tower.projector,
                         eval_pairs=[[modality, a] for a in anchors])
-    result = train(bigger, parts["train"], parts.get("val"), train_cfg, progress=progress)
+    evaluators = None
+    if cfg.train.loss == "symile" and "val" in parts:
+        val, names = parts["val"], [modality, *anchors]
+        evaluators = {"symile": lambda m: symile_metrics(m, val, names)}
+        if not train_cfg.loss_options.get("pairwise_weight"):  # symile alone: keep the best MIP retrieval
+            train_cfg = replace(train_cfg, monitor=f"symile_{modality}_given_{anchors[0]}+{anchors[1]}_recall@5")
+    result = train(bigger, parts["train"], parts.get("val"), train_cfg, progress=progress, evaluators=evaluators)
     with torch.no_grad():
         bigger.logit_scale.copy_(logit_scale)  # the temperature belongs to the frozen model
     test_fs = feature_set(dataset, stored, split["test"]) if len(split.get("test", [])) else parts.get("val")
     test_metrics = evaluate_new_modality(bigger, test_fs, modality) if test_fs is not None else {}
+    if cfg.train.loss == "symile" and test_fs is not None:
+        test_metrics.update(symile_metrics(bigger, test_fs, [modality, *anchors]))
     bigger.metadata["extend"] = {
         "modality": modality, "encoder": enc.spec, "anchors": anchors, "dataset": dataset.name,
         "best_epoch": result.best_epoch, "test_metrics": test_metrics, "config": cfg.to_dict(),
@@ -144,6 +153,45 @@ def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Embe
     logger.info("%s tower aligned via %s in %.1fs (best epoch %d)", modality, "+".join(anchors),
                 result.seconds, result.best_epoch)
     return bigger
+
+
+def _checked_loss(cfg: ExtendConfig, modality: str, anchors: list[str]) -> ExtendConfig:
+    """Symile needs two anchors; alone it does not train the cosine that retrieval and search use, so a
+    pairwise InfoNCE term is added unless loss_options.pairwise_weight says otherwise."""
+    if cfg.train.loss != "symile":
+        return cfg
+    if len(anchors) != 2:
+        raise ConfigError(f"the symile loss scores triples: give two anchors (e.g. --anchor text --anchor image), "
+                          f"got {anchors}")
+    if "pairwise_weight" in cfg.train.loss_options:
+        if not cfg.train.loss_options["pairwise_weight"]:
+            logger.warning("symile alone: the %s tower is trained for MIP scores of (%s, %s) triples only; "
+                           "cosine retrieval, indexes and search with it will be near chance", modality, *anchors)
+        return cfg
+    logger.warning("symile trains the %s tower for MIP scores of (%s, %s) triples, not the cosine that retrieval, "
+                   "indexes and search use: adding pairwise InfoNCE (loss_options.pairwise_weight = 1; set it to 0 "
+                   "for Symile alone)", modality, *anchors)
+    options = {**cfg.train.loss_options, "pairwise_weight": 1.0}
+    return replace(cfg, train=replace(cfg.train, loss_options=options))
+
+
+def symile_metrics(model: AlignedModel, data: FeatureSet, names: list[str]) -> dict[str, float]:
+    """Symile's own retrieval on the groups holding all three modalities: names[0] ranked by the MIP with the
+    other two (first item of each group per modality), e.g. audio_given_text+image_recall@1."""
+    from modalign.align.symile import symile_retrieval_metrics
+
+    common = np.intersect1d(*[data.groups[m].numpy() for m in names[:2]])
+    common = np.intersect1d(common, data.groups[names[2]].numpy())
+    if len(common) < 2:
+        return {}
+    emb = []
+    for m in names:
+        g = data.groups[m].numpy()
+        first = {int(x): i for i, x in reversed(list(enumerate(g)))}  # group -> its first row
+        rows = [first[int(x)] for x in common]
+        with torch.no_grad():
+            emb.append(model.project(m, data.features[m][rows]))
+    return symile_retrieval_metrics(emb[0], (emb[1], emb[2]), common, (names[0], names[1], names[2]))
 
 
 def evaluate_new_modality(model: AlignedModel, data: FeatureSet, modality: str) -> dict[str, float]:

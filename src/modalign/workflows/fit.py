@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -236,8 +238,10 @@ def _save_run(out_dir: Path, dataset: AlignedDataset, config: FitConfig, split: 
     test_fs = parts.get("test") or parts.get("val")
     results = {config.method: _test_metrics(model, test_fs)}
     results.update({name: _test_metrics(b, test_fs) for name, b in baselines.items()})
+    _remove_stale_baselines(out_dir / "baselines", keep=set(baselines))
+    # one id for the model and its baselines: `eval` never shows a baseline of another run beside the model
     data_meta = {"dataset": dataset.name, "n_groups": {k: len(v) for k, v in split.items()},
-                 "split_hash": split_hash(split)}
+                 "split_hash": split_hash(split), "run_id": uuid.uuid4().hex[:16]}
     model.metadata.update({**data_meta, "test_metrics": results[config.method], "split_seed": config.split_seed})
     model.save_pretrained(out_dir)
     for name, b in baselines.items():
@@ -245,6 +249,15 @@ def _save_run(out_dir: Path, dataset: AlignedDataset, config: FitConfig, split: 
         b.save_pretrained(out_dir / "baselines" / name)
     atomic_write_json(out_dir / "results.json", {"split": "test" if "test" in parts else "val", "methods": results})
     return results
+
+
+def _remove_stale_baselines(folder: Path, keep: set[str]) -> None:
+    """Deletes baseline models an earlier run left in this run folder (e.g. retrained with no baselines)."""
+    if not folder.is_dir():
+        return
+    for old in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in keep):
+        logger.info("removing %s: a baseline of an earlier run into %s", old, folder.parent)
+        shutil.rmtree(old)
 
 
 def tower_config(modality: str, encoder: Encoder, layer: str | list[str], mix: str) -> TowerConfig:
