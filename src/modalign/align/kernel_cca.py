@@ -129,6 +129,10 @@ def fit_kernel_cca(x: torch.Tensor, y: torch.Tensor,
 
 class KernelProjector(nn.Module):
     """A fitted KernelMap as a saved module: buffers mean, landmarks, weight, bias (float32)."""
+    mean: torch.Tensor  # buffer
+    landmarks: torch.Tensor  # buffer
+    weight: torch.Tensor  # buffer
+    bias: torch.Tensor  # buffer
 
     def __init__(self, in_dim: int, cfg: ProjectorConfig):
         super().__init__()

@@ -35,8 +35,11 @@ DEFAULT_TEMPLATE = "a {}."
 class ClassifierHead(Protocol):
     """What the bridge needs of a classifier (modalign.encoders.label_head.LabelHead is one)."""
 
-    weight: torch.Tensor  # (C, d)
-    bias: torch.Tensor  # (C,)
+    @property
+    def weight(self) -> torch.Tensor: ...  # (C, d)
+
+    @property
+    def bias(self) -> torch.Tensor: ...  # (C,)
 
 
 @dataclass
@@ -123,6 +126,10 @@ def fit_label_bridge(head: ClassifierHead, class_text: torch.Tensor, x: torch.Te
 
 class BridgeProjector(nn.Module):
     """A BridgeMap as a saved module: buffers weight (C, d), bias (C,), class_text (C, out), centre (out,)."""
+    weight: torch.Tensor  # buffer
+    bias: torch.Tensor  # buffer
+    class_text: torch.Tensor  # buffer
+    centre: torch.Tensor  # buffer
 
     def __init__(self, in_dim: int, cfg: ProjectorConfig):
         super().__init__()
@@ -147,6 +154,7 @@ class BridgeProjector(nn.Module):
 
 class CentreProjector(nn.Module):
     """x - mean (a buffer): in_dim == out_dim."""
+    mean: torch.Tensor  # buffer
 
     def __init__(self, in_dim: int, cfg: ProjectorConfig):
         super().__init__()

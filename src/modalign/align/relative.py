@@ -95,6 +95,8 @@ def fit_relative(x: torch.Tensor, y: torch.Tensor,
 
 class RelativeProjector(nn.Module):
     """A RelativeMap as a saved module: buffers mean (d,) and anchors (A, d); A = out_dim."""
+    mean: torch.Tensor  # buffer
+    anchors: torch.Tensor  # buffer
 
     def __init__(self, in_dim: int, cfg: ProjectorConfig):
         super().__init__()

@@ -83,13 +83,6 @@ def _add_suite(evsub: argparse._SubParsersAction) -> None:
     add_common(s)
 
 
-def _common_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", type=Path, help="write the metrics here (flat JSON, CLIP_benchmark names)")
-    p.add_argument("--no-baselines", action="store_true", help="only the model, not the baselines beside it")
-    p.add_argument("--batch-size", type=int, default=32)
-    add_common(p)
-
-
 def run_suite(args: argparse.Namespace) -> int:
     from modalign.model import AlignedModel
     from modalign.report.suite_plot import plot_suite

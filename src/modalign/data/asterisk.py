@@ -18,6 +18,7 @@ import gzip
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def read_transcripts(path: Path) -> dict[str, str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         lines = f.read().splitlines()
-    out = {}
+    out: dict[str, Any] = {}
     for line in lines:
         if not line.strip() or line.lstrip().startswith(";") or ":" not in line:
             continue

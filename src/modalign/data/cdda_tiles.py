@@ -58,7 +58,8 @@ def read_tile_config(folder: Path) -> tuple[list[Sheet], dict[str, int]]:
     """(the sheets, {tile id: global sprite index of its foreground}); the first entry of an id wins."""
     config = json.loads((folder / "tile_config.json").read_text(encoding="utf-8"))
     info = (config.get("tile_info") or [{}])[0]
-    sheets, sprite_of, first = [], {}, 0
+    sheets, first = [], 0
+    sprite_of: dict[Any, Any] = {}
     for entry in config.get("tiles-new", []):
         path = folder / str(entry.get("file", ""))
         if not path.is_file():

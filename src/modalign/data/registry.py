@@ -91,8 +91,9 @@ def resolve_dataset(spec: str) -> tuple[DatasetEntry, dict[str, Any]]:
     if body in DATASETS:
         return DATASETS.get(body), options
     family, _, value = body.partition(":")
-    if value and family in DATASETS and DATASETS.get(family).qualifier:
-        return DATASETS.get(family), {DATASETS.get(family).qualifier: value, **options}
+    qualifier = DATASETS.get(family).qualifier if value and family in DATASETS else None
+    if qualifier:
+        return DATASETS.get(family), {qualifier: value, **options}
     if body.startswith("hf:"):
         from modalign.data.hf import load_hf_dataset
 

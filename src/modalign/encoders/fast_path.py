@@ -166,7 +166,8 @@ class OnnxFastPath:
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter warns about constant folding, tracing ...
-            torch.onnx.export(wrapper, (probe,), buf, dynamo=False, input_names=["pixels"], output_names=names,
+            torch.onnx.export(wrapper, (probe,), buf, dynamo=False,  # type: ignore[arg-type]  # accepts a buffer
+                               input_names=["pixels"], output_names=names,
                               dynamic_axes={"pixels": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                               opset_version=OPSET, do_constant_folding=True)
         atomic_write(path, lambda f: f.write(buf.getvalue()))

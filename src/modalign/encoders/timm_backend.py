@@ -142,7 +142,7 @@ class TimmEncoder(FastImageForward, TransformedImages, Encoder):
         """
         if self._head is None:
             self._head = self._read_head() or False
-        return self._head or None
+        return self._head if isinstance(self._head, LabelHead) else None
 
     def _read_head(self) -> LabelHead | None:
         name = self.model.pretrained_cfg.get("classifier")
@@ -154,7 +154,7 @@ class TimmEncoder(FastImageForward, TransformedImages, Encoder):
         elif self.pretrained:
             import timm
 
-            full = timm.create_model(self.name, pretrained=True)  # the same weights, with the classifier
+            full: Any = timm.create_model(self.name, pretrained=True)  # the same weights, with the classifier
             classifier = full.get_classifier()
             weight, bias = getattr(classifier, "weight", None), getattr(classifier, "bias", None)
         else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def plot_suite(rows: list[Mapping[str, object]], path: str | Path, title: str = "") -> Path:
+def plot_suite(rows: Sequence[Mapping[str, object]], path: str | Path, title: str = "") -> Path:
     """`rows`: dicts with "benchmark", "task", "top1" and "chance" (floats), in table order."""
     import matplotlib
 

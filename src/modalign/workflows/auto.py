@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_WEIGHTS = {"bridge": 1.0, "kcca": 1.0, "mlp": 1.0}
+
+
 @dataclass
 class AutoConfig:
     kcca: dict[str, Any] = field(default_factory=dict)  # KernelCCAConfig overrides (degree, reg, n_landmarks ...)
@@ -63,7 +66,6 @@ class AutoConfig:
         return load_config(cls, dict(d or {}), what="auto method")
 
 
-DEFAULT_WEIGHTS = {"bridge": 1.0, "kcca": 1.0, "mlp": 1.0}
 
 
 def plan(towers: Mapping[str, TowerConfig], n_pairs: int, cfg: AutoConfig,

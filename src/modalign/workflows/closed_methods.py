@@ -189,22 +189,22 @@ def fit_kcca(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: Tra
     return _finish(towers, kcca_maps(train, a, b, kcfg), "kcca", val, a, b, {"kcca": asdict(kcfg)})
 
 
-ASIF_GRID = {"topk": (64, 256, 800), "power": (1.0, 3.0, 8.0)}  # picked on the validation split
+ASIF_TOPK, ASIF_POWER = (64, 256, 800), (1.0, 3.0, 8.0)  # the grid picked from on the validation split
 
 
 def fit_asif(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
              options: Options = None, **_: Any) -> Fitted:
-    """ASIF: top-k and power picked on the validation split from ASIF_GRID (a baseline may use it)."""
+    """ASIF: top-k and power picked on the validation split from ASIF_TOPK x ASIF_POWER (a baseline may use it)."""
     a, b = modality_pair(towers)
-    raw = dict(ClosedFormOptions.from_dict(options).asif)
+    raw: dict[str, Any] = dict(ClosedFormOptions.from_dict(options).asif)
     grid = raw.pop("grid", True)
     base = load_config(RelativeConfig, raw, what="asif")
     candidates = [base]
     if grid and val is not None:
-        candidates = [replace(base, topk=k, power=p) for k in ASIF_GRID["topk"] for p in ASIF_GRID["power"]]
+        candidates = [replace(base, topk=k, power=p) for k in ASIF_TOPK for p in ASIF_POWER]
     scored = [(val_recall(maps, val, a, b) or 0.0, i, maps, c)
               for i, c in enumerate(candidates) for maps in [asif_maps(train, a, b, c)]]
-    _, _, maps, best = max(scored, key=lambda t: (t[0], -t[1]))
+    _score, _index, maps, best = max(scored, key=lambda t: (t[0], -t[1]))
     return _finish(towers, maps, "asif", val, a, b, {"asif": asdict(best)})
 
 
@@ -267,7 +267,7 @@ def fit_finetune(towers: Towers, train: FeatureSet, val: FeatureSet | None, cfg:
     model = AlignedModel({m: replace(t, projector=proj, layer_mix="concat") for m, t in towers.items()},
                          metadata={"method": "finetune", "finetune": asdict(opts)})
     for m in towers:
-        model.projectors[m].linear.load_state_dict(start.projectors[m].linear.state_dict())
+        model.projectors[m].get_submodule("linear").load_state_dict(start.projectors[m].get_submodule("linear").state_dict())
     result = train_heads(model, train, val, replace(cfg, projector=proj), on_epoch=on_epoch, progress=progress)
     return model, {"result": result, "train_config": replace(cfg, projector=proj), "finetune": asdict(opts)}
 

@@ -180,7 +180,7 @@ def symile_metrics(model: AlignedModel, data: FeatureSet, names: list[str]) -> d
     other two (first item of each group per modality), e.g. audio_given_text+image_recall@1."""
     from modalign.align.symile import symile_retrieval_metrics
 
-    common = np.intersect1d(*[data.groups[m].numpy() for m in names[:2]])
+    common = np.intersect1d(data.groups[names[0]].numpy(), data.groups[names[1]].numpy())
     common = np.intersect1d(common, data.groups[names[2]].numpy())
     if len(common) < 2:
         return {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 Towers = dict[str, TowerConfig]  # modality -> tower description
 
 
-class MethodFn(Protocol):
-    def __call__(self, towers: Towers, train_data: FeatureSet, val_data: FeatureSet | None, cfg: TrainConfig,
-                 **kwargs: Any) -> tuple[AlignedModel, dict[str, Any]]: ...
+# (towers, train features, val features or None, training config, **context) -> (model, facts about the fit);
+# methods take extra keyword context of their own (on_epoch, options, encoders, store ...)
+MethodFn = Callable[..., tuple[AlignedModel, dict[str, Any]]]
 
 
 # kcca, asif, bridge, bridge+kcca, finetune and the default `auto` register in their own modules

@@ -177,7 +177,7 @@ def run_suite(model: Any, store: Any, config: SuiteConfig | None = None, run_dir
             out.skipped[bench.name] = f"not installed: {e}"
             logger.info("suite: %s skipped (%s)", bench.name, e)
             continue
-        if bench.task == "zeroshot":
+        if isinstance(dataset, LabelledDataset):
             metrics = _zeroshot(model, dataset, store, bench, config, progress)
         else:
             split = run_split if trained_on is not None and trained_on == dataset.name else None
@@ -191,7 +191,7 @@ def run_suite(model: Any, store: Any, config: SuiteConfig | None = None, run_dir
 
 def suite_rows(result: SuiteResult) -> list[dict[str, Any]]:
     """One table row per benchmark: top1 = acc1 or mean R@1, top5 = acc5 or mean R@5, chance, n."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, task in result.tasks.items():
         if name in result.skipped:
             rows.append({"benchmark": name, "task": task, "status": result.skipped[name].split(":")[0]})
