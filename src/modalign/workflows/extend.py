@@ -86,6 +86,17 @@ def extended_model(model: AlignedModel, tower: TowerConfig) -> AlignedModel:
     return bigger.to(model.logit_scale.device)
 
 
+def _check_request(model: AlignedModel, dataset: AlignedDataset, modality: str, anchors: list[str]) -> None:
+    """A new tower, frozen anchors the model has, and data holding every column involved."""
+    if modality in model.towers:
+        raise ConfigError(f"the model already has a {modality!r} tower; train a new model or pick another modality")
+    if not anchors or set(anchors) - set(model.towers):
+        raise ConfigError(f"anchors {anchors} must be towers of the model: {', '.join(model.towers)}")
+    missing = [m for m in [modality, *anchors] if m not in dataset.columns]
+    if missing:
+        raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
+
+
 def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: EmbeddingStore, modality: str = "audio",
                        encoder: str | Encoder = "logmel", anchors: Sequence[str] = ("text",),
                        config: ExtendConfig | None = None, split: Mapping[str, np.ndarray] | None = None,
@@ -100,17 +111,10 @@ def align_new_modality(model: AlignedModel, dataset: AlignedDataset, store: Embe
     from modalign.encoders.registry import create_encoder
     from modalign.workflows.fit import tower_config
 
-    cfg = config or ExtendConfig()
     anchors = list(anchors)
-    if modality in model.towers:
-        raise ConfigError(f"the model already has a {modality!r} tower; train a new model or pick another modality")
-    if not anchors or set(anchors) - set(model.towers):
-        raise ConfigError(f"anchors {anchors} must be towers of the model: {', '.join(model.towers)}")
+    _check_request(model, dataset, modality, anchors)
     needed = [modality, *anchors]
-    missing = [m for m in needed if m not in dataset.columns]
-    if missing:
-        raise ConfigError(f"data set {dataset.name!r} has no {missing} column(s); it has {dataset.modalities}")
-    cfg = _checked_loss(cfg, modality, anchors)
+    cfg = _checked_loss(config or ExtendConfig(), modality, anchors)
     enc = create_encoder(encoder, device=cfg.device) if isinstance(encoder, str) else encoder
     others = [m for m in model.towers if m in dataset.columns]  # every frozen tower the data can evaluate
     encoders = {m: model.encoder(m) for m in others}
