@@ -47,7 +47,7 @@ def test_projector_registry_and_shapes():
     for t in ("linear", "mlp"):
         p = create_projector(48, ProjectorConfig(type=t, out_dim=16, hidden_dim=32, depth=3))
         assert p(x).shape == (5, 16)
-    with pytest.raises(ConfigError, match="unknown projector type 'nope'; known: identity, linear, lowrank, mlp"):
+    with pytest.raises(ConfigError, match="unknown projector type 'nope'; known: .*identity, .*linear, .*mlp"):
         create_projector(48, ProjectorConfig(type="nope"))
     with pytest.raises(ConfigError, match="depth >= 2"):
         create_projector(48, ProjectorConfig(type="mlp", depth=1))
