@@ -128,7 +128,8 @@ def read_run_split(run_dir: Path, metadata: dict[str, Any] | None = None) -> dic
     split = {k: field(raw, k, list, str(path)) for k in raw}
     if metadata is None:
         cfg = read_json_object(run_dir / "config.json", "model config")
-        metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+        found = cfg.get("metadata")
+        metadata = found if isinstance(found, dict) else {}
     expected = metadata.get("split_hash")
     if expected is None:
         logger.warning("%s: the model predates split hashes; cannot check that split.json is its own", run_dir)
