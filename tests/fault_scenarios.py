@@ -255,7 +255,7 @@ def extend_kill(base: Path, out: Path, args: list[str], full_seconds: float, rer
 
     before = folder_digest(base)
     shutil.rmtree(out, ignore_errors=True)
-    frac = rng.uniform(0.3, 1.0)
+    frac = rng.uniform(0.1, 0.8)  # the full run was timed once: loads vary, so stay well inside it
     started = time.monotonic()
     killed, _ = kill_when(args, lambda: time.monotonic() - started > frac * full_seconds)
     problems = []
@@ -273,12 +273,15 @@ def extend_kill(base: Path, out: Path, args: list[str], full_seconds: float, rer
                     interrupted=killed)
 
 
-def disk_full(work: Path, pairs: Path, reference: Any, resume: Resume, rng: random.Random) -> FaultRun:
+def disk_full(work: Path, pairs: Path, reference: Any, resume: Resume, rng: random.Random,
+              extra_pages: int | None = None) -> FaultRun:
     """The disk fills during a shard write (a small tmpfs in a private mount namespace; RLIMIT_FSIZE where
-    namespaces are not allowed): a clear error, no half shard, and the same encode resumes to the reference."""
+    namespaces are not allowed): a clear error, no half shard, and the same encode resumes to the reference.
+    `extra_pages` beyond whole shards: 0 fills the disk at a sidecar (JSON), 1-3 inside a shard's vectors."""
     n_shards = -(-len(reference.ids) // 2)
     k = rng.randrange(1, n_shards - 1)
-    size = (3 + 4 * k + rng.randrange(0, 4)) * PAGE  # manifest, ids, lock; then ~4 pages a shard (npy 3, json 1)
+    extra = rng.randrange(0, 4) if extra_pages is None else extra_pages
+    size = (3 + 4 * k + extra) * PAGE  # manifest, ids, lock; then ~4 pages a shard (npy 3, json 1)
     mnt, saved = work / "mnt", work / "after"
     for d in (mnt, saved):
         shutil.rmtree(d, ignore_errors=True)

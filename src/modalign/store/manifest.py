@@ -24,7 +24,7 @@ import numpy as np
 from modalign.errors import MismatchError
 from modalign.store.key import CacheKey, key_differences
 from modalign.store.shards import ShardLayout
-from modalign.utils.io import atomic_write, atomic_write_json, read_json
+from modalign.utils.io import atomic_write, atomic_write_json, npy_bytes, read_json
 
 MANIFEST = "manifest.json"
 IDS = "ids.json"
@@ -137,7 +137,7 @@ def read_ids(folder: Path) -> list[str]:
 
 def write_summary(folder: Path, valid: np.ndarray, skipped: dict[str, str]) -> None:
     """valid.npy (n,) bool and skipped.json, gathered from the shard sidecars."""
-    atomic_write(folder / VALID, lambda f: np.save(f, valid.astype(bool), allow_pickle=False))
+    atomic_write(folder / VALID, lambda f: f.write(npy_bytes(valid.astype(bool))))
     atomic_write_json(folder / SKIPPED, skipped)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modalign.utils.io import atomic_write, atomic_write_json, read_json
+from modalign.utils.io import atomic_write, atomic_write_json, npy_bytes, read_json
 
 SHARD_GLOB = "shard-*.npy"
 
@@ -111,7 +111,7 @@ def write_shard(folder: Path, index: int, layout: ShardLayout, digest: str, vect
     }
     atomic_write_json(sidecar_path(folder, index), sidecar)
     # renamed last: from here on the shard counts as complete
-    atomic_write(vectors_path(folder, index), lambda f: np.save(f, np.ascontiguousarray(vectors), allow_pickle=False))
+    atomic_write(vectors_path(folder, index), lambda f: f.write(npy_bytes(vectors)))
 
 
 def check_shard(folder: Path, index: int, layout: ShardLayout, digest: str, dim: int, dtype: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import json
 import os
 import shutil
@@ -76,6 +77,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         if isinstance(e, OSError) and e.filename is None:
             e.filename = str(path)  # a full disk says which file it could not write
         raise
+
+
+def npy_bytes(array: Any) -> bytes:
+    """An array as .npy bytes. Written with f.write (not np.save on the file, whose fast path raises
+    `OSError: [Errno None]` on a full disk), so a failed write says ENOSPC / EFBIG like any other."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
