@@ -255,7 +255,7 @@ class SearchIndex:
             raise ValueError(f"{len(vectors)} vectors for {len(items)} items")
         finite = np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, dtype=bool)
         if not finite.all():
-            bad = [items[i].key for i in np.flatnonzero(~finite)]
+            bad = [items[int(i)].key for i in np.flatnonzero(~finite)]
             logger.warning("skipped %d items with non-finite vectors (NaN / inf), e.g. %s", len(bad), bad[:5])
         with self._writing():
             known = self.items.existing_keys(it.key for it in items)
