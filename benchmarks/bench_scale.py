@@ -157,8 +157,10 @@ def zero_shot_evaluators(test: FeatureSet, labels: np.ndarray, classnames: list[
 
 
 def run_curve(parts: dict[str, FeatureSet], towers: dict[str, Any], evaluators: dict[str, ZeroShotEvaluator],
-              sizes: list[int | None], seeds: list[int], methods: list[str]) -> list[dict[str, Any]]:
-    runs = []
+              sizes: list[int | None], seeds: list[int], methods: list[str],
+              on_run: Any = None) -> list[dict[str, Any]]:
+    """Every (size, seed, method) fit and its test scores; `on_run(runs)` after each (partial results)."""
+    runs: list[dict[str, Any]] = []
     n_all = len(parts["train"].features["text"])
     for size in sizes:
         for seed in seeds:
@@ -178,6 +180,8 @@ def run_curve(parts: dict[str, FeatureSet], towers: dict[str, Any], evaluators: 
                 print(f"  {('all' if size is None else size)!s:>6} ({n_pairs}/{n_all}) seed {seed} {method:<11}"
                       + " ".join(f"{v} {r[k]:.3f}" for k, v in METRICS.items())
                       + f"  ({fit_s:.1f}s{f', {epochs} epochs' if epochs else ''})", flush=True)
+                if on_run is not None:
+                    on_run(runs)
     return runs
 
 
@@ -275,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     n_train = len(parts["train"].features["text"])
     sizes = [None if s == "all" else int(s) for s in args.sizes]
     sizes = [s for s in sizes if s is None or s < n_train]
-    runs = run_curve(parts, towers, evaluators, sizes, args.seeds, args.methods)
+    partial = args.out / "scale.partial.json"
+    runs = run_curve(parts, towers, evaluators, sizes, args.seeds, args.methods,
+                     on_run=lambda rs: write_json(partial, {"benchmark": "scale", "runs": rs}))
     summary = summarize(runs)
     n_test = len(parts["test"].features["image"])
     chance = {"mean_recall@1": 1 / n_test, "icon_zs_acc1": 1 / evaluators["icon_zs_acc1"].n_classes,
