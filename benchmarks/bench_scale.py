@@ -21,7 +21,7 @@ manifest's created and completed stamps: includes waits on a shared machine), th
 vectors back from the store, the store's size on disk (float32; float16 measured for the text entries and
 for one image set, where both were encoded), and training pairs per second of the default method.
 
-    python benchmarks/bench_scale.py --store /work/cache/data/store
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py --store STORE --save-model runs/iconify
     python benchmarks/bench_scale.py --sizes 1000 --seeds 0 --methods mlp ridge   # a quick look
 """
 
@@ -67,12 +67,13 @@ def _seconds(manifest: dict[str, Any]) -> float | None:
 
 
 def load_collection(store: EmbeddingStore, encoders: dict[str, Any], sets: list[str],
-                    ) -> tuple[FeatureSet, np.ndarray, list[str], list[dict[str, Any]]]:
-    """(every finished set's features merged, group labels, class names, per-set entry facts)."""
+                    ) -> tuple[FeatureSet, np.ndarray, list[str], list[dict[str, Any]], list[str]]:
+    """(every finished set's features merged, group labels, class names, per-set entry facts, group names)."""
     feats: dict[str, list[torch.Tensor]] = {"image": [], "text": []}
     groups: dict[str, list[torch.Tensor]] = {"image": [], "text": []}
     labels: list[np.ndarray] = []
     classnames: list[str] = []
+    names: list[str] = []  # (n_groups,) group names, as `load_iconify` names them
     facts, offset = [], 0
     for prefix in sets:
         ds = load_iconify(sets=prefix)
@@ -91,6 +92,7 @@ def load_collection(store: EmbeddingStore, encoders: dict[str, Any], sets: list[
                  for c in names}
         labels.append(np.array([index[names[g]] if g >= 0 else -1 for g in ds.group_labels], dtype=np.int64))
         offset += ds.n_groups
+        names += ds.group_names
         facts.append({"set": prefix, "n_images": len(fs.features["image"]), "n_texts": len(fs.features["text"]),
                       "n_groups": ds.n_groups, "read_seconds": read_s,
                       **{f"{m}_entry": _entry_facts(stored[m]) for m in ("image", "text")}})
@@ -98,7 +100,7 @@ def load_collection(store: EmbeddingStore, encoders: dict[str, Any], sets: list[
         raise SystemExit(f"no Iconify set is fully encoded in {store.root}: run `modalign encode iconify:SET "
                          f"--encoder effnet-lite0` and `--encoder minilm-l6` first")
     merged = FeatureSet({m: torch.cat(v) for m, v in feats.items()}, {m: torch.cat(v) for m, v in groups.items()})
-    return merged, np.concatenate(labels), classnames, facts
+    return merged, np.concatenate(labels), classnames, facts, names
 
 
 def _entry_facts(entry: Any) -> dict[str, Any]:
@@ -157,8 +159,10 @@ def zero_shot_evaluators(test: FeatureSet, labels: np.ndarray, classnames: list[
 
 
 def run_curve(parts: dict[str, FeatureSet], towers: dict[str, Any], evaluators: dict[str, ZeroShotEvaluator],
-              sizes: list[int | None], seeds: list[int], methods: list[str]) -> list[dict[str, Any]]:
-    runs = []
+              sizes: list[int | None], seeds: list[int], methods: list[str],
+              on_run: Any = None, save: Path | None = None) -> list[dict[str, Any]]:
+    """Every (size, seed, method) fit and its test scores; `on_run(runs)` after each (partial results)."""
+    runs: list[dict[str, Any]] = []
     n_all = len(parts["train"].features["text"])
     for size in sizes:
         for seed in seeds:
@@ -178,6 +182,11 @@ def run_curve(parts: dict[str, FeatureSet], towers: dict[str, Any], evaluators: 
                 print(f"  {('all' if size is None else size)!s:>6} ({n_pairs}/{n_all}) seed {seed} {method:<11}"
                       + " ".join(f"{v} {r[k]:.3f}" for k, v in METRICS.items())
                       + f"  ({fit_s:.1f}s{f', {epochs} epochs' if epochs else ''})", flush=True)
+                if on_run is not None:
+                    on_run(runs)
+                if save is not None and size is None and seed == seeds[0] and method == "mlp":
+                    model.metadata["dataset"] = "iconify"
+                    model.save_pretrained(save)
     return runs
 
 
@@ -254,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--save-model", type=Path, default=None,
+                   help="save the default method's model trained on all pairs (seed: the first) here, with "
+                        "split.json, for `modalign eval suite`")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     info = machine_info()
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     encoders = {"image": create_encoder("effnet-lite0"), "text": create_encoder("minilm-l6")}
     towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.layer_info(FINAL_LAYER).dim, e.fingerprint())
               for m, e in encoders.items()}
-    full, labels, classnames, facts = load_collection(store, encoders, args.sets)
+    full, labels, classnames, facts, group_names = load_collection(store, encoders, args.sets)
     n_groups = len(labels)
     split = split_groups(n_groups)
     parts = {k: take(full, v) for k, v in split.items()}
@@ -275,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     n_train = len(parts["train"].features["text"])
     sizes = [None if s == "all" else int(s) for s in args.sizes]
     sizes = [s for s in sizes if s is None or s < n_train]
-    runs = run_curve(parts, towers, evaluators, sizes, args.seeds, args.methods)
+    partial = args.out / "scale.partial.json"
+    runs = run_curve(parts, towers, evaluators, sizes, args.seeds, args.methods,
+                     on_run=lambda rs: write_json(partial, {"benchmark": "scale", "runs": rs}), save=args.save_model)
+    if args.save_model is not None and (args.save_model / "config.json").is_file():
+        write_json(args.save_model / "split.json", {k: [group_names[g] for g in v] for k, v in split.items()})
     summary = summarize(runs)
     n_test = len(parts["test"].features["image"])
     chance = {"mean_recall@1": 1 / n_test, "icon_zs_acc1": 1 / evaluators["icon_zs_acc1"].n_classes,

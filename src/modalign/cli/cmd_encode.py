@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "embedding store. Reruns reuse what is there; an interrupted run resumes. Corrupt or "
                     "missing items are skipped and counted.")
     p.add_argument("data", help="pairs file (.csv/.jsonl/.parquet), image folder tree, saved HF dataset, "
-                                "or a built-in name (tuxpaint, tuxpaint-categories, fashion-mnist)")
+                                "or a built-in name (tuxpaint, cdda, iconify:mdi ...: `modalign datasets` lists them)")
     p.add_argument("--encoder", required=True, help="encoder spec, e.g. effnet-lite0, minilm-l6, st:PATH, hf:ID")
     p.add_argument("--layer", action="append", default=None,
                    help="layer to store (repeatable; default: final). See `modalign encoders --show SPEC`")

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "averaged per class). Reports acc1, acc5 and mean_per_class_recall.")
     z.add_argument("model", type=Path, help="run folder or saved model folder")
     z.add_argument("--images", required=True,
-                   help="class-per-folder image tree, or a built-in name (tuxpaint-categories, fashion-mnist)")
+                   help="class-per-folder image tree, or a built-in labelled set (tuxpaint-categories, fashion-mnist, "
+                        "cdda-categories ...: `modalign datasets` lists them)")
     z.add_argument("--templates", default="default",
                    help="template set name (default, clipart, fashion, single, name, imagenet-short) or a "
                         "JSON file with a list of templates containing {c}")
