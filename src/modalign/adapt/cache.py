@@ -38,6 +38,9 @@ class CacheModel(FewShotHead):
     """Tip-Adapter cache of the shots blended with zero-shot logits; blend and sharpness chosen on validation"""
 
     kind = "cache"
+    class_emb: torch.Tensor  # buffers: (C, D) prompts, (S, D) shot keys, (S, C) one-hot values
+    keys: torch.Tensor
+    values: torch.Tensor
 
     def __init__(self, class_emb: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
                  alpha: float, beta: float):

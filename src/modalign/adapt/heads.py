@@ -140,6 +140,7 @@ class ZeroShotHead(FewShotHead):
     """nearest class-prompt embedding (no shots used)"""
 
     kind = "zeroshot"
+    class_emb: torch.Tensor  # buffer (C, D)
 
     def __init__(self, class_emb: torch.Tensor, scale: float):
         super().__init__(scale=scale)

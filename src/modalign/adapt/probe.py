@@ -64,6 +64,8 @@ class LinearProbe(FewShotHead):
     """multinomial logistic regression on the embeddings; L2 strength chosen on validation"""
 
     kind = "probe"
+    weight: torch.Tensor  # buffer (C, D)
+    bias: torch.Tensor  # buffer (C,)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, l2: float = 0.0):
         super().__init__(l2=l2)

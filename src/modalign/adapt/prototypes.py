@@ -32,6 +32,7 @@ class PrototypeHead(FewShotHead):
     """class embeddings initialised from the prompt ensemble and refined on the shots (CoOp-like)"""
 
     kind = "prototype"
+    prototypes: torch.Tensor  # buffer (C, D)
 
     def __init__(self, prototypes: torch.Tensor, scale: float, lam: float = 0.0, steps: float = 0.0):
         super().__init__(scale=scale, lam=lam, steps=steps)
