@@ -117,58 +117,120 @@ def part_compat(args) -> dict:
     return out
 
 
-def part_ann(args) -> dict:
+def _synthetic(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """(base (n, d), validation queries, test queries) drawn like real projected Tux image embeddings."""
     from modalign.model import AlignedModel
-    from modalign.search.backends import IndexParams, VectorIndex, faiss_module
 
-    faiss_module().omp_set_num_threads(args.threads)
     model = AlignedModel.from_pretrained(args.model)
-    data, split, store = _tux(args.model)
+    data, _, store = _tux(args.model)
     real, _ = _embed(model, data, store, "image", np.arange(data.n_groups))
     mean, cov = real.mean(0), np.cov(real, rowvar=False)
     rng = np.random.default_rng(0)
-    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(len(cov)))
+    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(len(cov))).T.astype(np.float32)
 
     def draw(n: int) -> np.ndarray:
         out = np.empty((n, len(mean)), dtype=np.float32)
         for s in range(0, n, 50_000):
-            z = rng.standard_normal((min(50_000, n - s), len(mean))).astype(np.float32)
-            x = mean + z @ chol.T.astype(np.float32)
+            x = mean + rng.standard_normal((min(50_000, n - s), len(mean))).astype(np.float32) @ chol
             out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
 
-    base, queries = draw(args.n), draw(args.queries)
-    real_stats = {"mean_pairwise_cos_real": float((real @ real.T).mean()),
-                  "mean_pairwise_cos_synthetic": float((base[:2000] @ base[:2000].T).mean())}
+    base, val, test = draw(args.n), draw(args.queries), draw(args.queries)
+    stats = {"mean_pairwise_cos_real": float((real @ real.T).mean()),
+             "mean_pairwise_cos_synthetic": float((base[:2000] @ base[:2000].T).mean())}
+    return base, val, test, stats
+
+
+def _measure(search, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """One query at a time (a service's case): p50 / p99 latency; recall@10 against exact search."""
+    search(queries[:10])
+    lat, found = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        ids = search(q[None])
+        lat.append(time.perf_counter() - t0)
+        found.append(ids[0])
+    recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(found, truth, strict=True)]))
+    return {"latency_p50_ms": round(1000 * float(np.median(lat)), 3),
+            "latency_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3), "recall@10_vs_exact": round(recall, 4)}
+
+
+def _ours(kind: str, base: np.ndarray, args):
+    from modalign.search.backends import IndexParams, VectorIndex
+
+    # as the library builds it (SearchIndex.create): trained on every vector (FAISS samples 256 per cell)
+    train = base if kind.startswith("ivf") else None
+    params = IndexParams(nprobe=args.nprobe or 0, ef_search=args.ef_search or 0)
+    params.ef_construction = args.ef_construction or params.ef_construction
+    vi = VectorIndex.create(kind, base.shape[1], params, train)
+    for s in range(0, len(base), 100_000):
+        vi.add(base[s:s + 100_000], np.arange(s, min(s + 100_000, len(base))))
+
+    def setting(value: int) -> None:
+        if kind == "hnsw":
+            vi.params.ef_search = value
+        else:
+            vi.params.nprobe = value
+        vi.apply_search_params()
+
+    default = vi.params.ef_search if kind == "hnsw" else vi.params.nprobe
+    return (lambda q: vi.search(q, 10)[1]), setting, default, _index_bytes(vi) / 2**20, vi.params.to_dict()
+
+
+def _hnswlib(base: np.ndarray, args, ef_default: int):
+    """The peer: hnswlib at the same M / efConstruction / efSearch as our HNSW default."""
+    import hnswlib
+
+    from modalign.search.backends import IndexParams
+
+    p = IndexParams()
+    index = hnswlib.Index(space="ip", dim=base.shape[1])
+    index.init_index(max_elements=len(base), M=p.hnsw_m, ef_construction=args.ef_construction or p.ef_construction)
+    index.add_items(base, np.arange(len(base)), num_threads=args.build_threads)
+    index.set_num_threads(1)
+    index.set_ef(ef_default)
+    mb = len(base) * (base.shape[1] * 4 + p.hnsw_m * 2 * 4 + 16) / 2**20  # vectors + level-0 links (estimate)
+    return (lambda q: index.knn_query(q, k=10)[0]), index.set_ef, ef_default, mb, {"M": p.hnsw_m, "ef": ef_default}
+
+
+def part_ann(args) -> dict:
+    from modalign.search.backends import (
+        EF_SEARCH,
+        IndexParams,
+        VectorIndex,
+        auto_kind,
+        default_params,
+        faiss_module,
+    )
+
+    faiss = faiss_module()
+    base, val, test, stats = _synthetic(args)
     exact = VectorIndex.create("flat", base.shape[1])
     exact.add(base, np.arange(len(base)))
-    _, truth = exact.search(queries, 10)
-    rows = []
+    truth = {"val": exact.search(val, 10)[1], "test": exact.search(test, 10)[1]}
+    rows: list[dict] = []
+    sweeps = {"hnsw": args.sweep_ef, "hnswlib": args.sweep_ef, "flat": ""}
     for kind in args.kinds.split(","):
-        rss0 = _rss_mb()
-        t0 = time.perf_counter()
-        train = base[rng.choice(len(base), min(len(base), 100_000), replace=False)] if kind.startswith("ivf") else None
-        vi = VectorIndex.create(kind, base.shape[1], IndexParams(nprobe=args.nprobe, ef_search=args.ef_search), train)
-        for s in range(0, len(base), 100_000):
-            vi.add(base[s:s + 100_000], np.arange(s, min(s + 100_000, len(base))))
-        build = time.perf_counter() - t0
-        mem = _index_bytes(vi) / 2**20
-        vi.search(queries[:10], 10)
-        lat = []
-        for q in queries:
-            t1 = time.perf_counter()
-            _, ids = vi.search(q[None], 10)
-            lat.append(time.perf_counter() - t1)
-        _, ids = vi.search(queries, 10)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]))
-        rows.append({"kind": kind, "n": args.n, "nprobe": args.nprobe, "ef_search": args.ef_search, "dim": int(base.shape[1]), "build_s": round(build, 2),
-                     "index_mb": round(mem, 1), "rss_growth_mb": round(_rss_mb() - rss0, 1),
-                     "latency_p50_ms": round(1000 * float(np.median(lat)), 3),
-                     "latency_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
-                     "recall@10_vs_exact": round(recall, 4)})
+        faiss.omp_set_num_threads(args.build_threads)
+        rss0, t0 = _rss_mb(), time.perf_counter()
+        built = (_hnswlib(base, args, args.ef_search or EF_SEARCH) if kind == "hnswlib" else _ours(kind, base, args))
+        search, setting, default, mb, params = built
+        build_s = time.perf_counter() - t0
+        faiss.omp_set_num_threads(args.threads)
+        head = {"kind": kind, "n": args.n, "dim": int(base.shape[1]), "build_s": round(build_s, 1), "index_mb": round(mb, 1),
+                "rss_growth_mb": round(_rss_mb() - rss0, 1)}
+        for value in sorted({int(v) for v in sweeps.get(kind, args.sweep_nprobe).split(",") if v} - {default}):
+            setting(value)  # the sweep: on validation queries, to choose defaults without the test queries
+            rows.append({**head, "queries": "val", "setting": value, **_measure(search, val, truth["val"])})
+            print(json.dumps(rows[-1]), flush=True)
+        setting(default)
+        rows.append({**head, "queries": "test", "setting": default, "default": True, "params": params,
+                     **_measure(search, test, truth["test"])})
         print(json.dumps(rows[-1]), flush=True)
-        del vi
-    return {"rows": rows, "threads": args.threads, **real_stats}
+        del built, search, setting
+    kind = auto_kind(args.n)
+    return {"rows": rows, "threads": args.threads, "build_threads": args.build_threads, "auto_kind": kind,
+            "auto_params": default_params(kind, args.n, IndexParams()).to_dict(), **stats}
 
 
 def _index_bytes(vi) -> int:
@@ -193,10 +255,15 @@ def main() -> None:
     p.add_argument("--save-bundle", type=Path)
     p.add_argument("--n", type=int, default=200_000, help="ann: vectors in the index")
     p.add_argument("--queries", type=int, default=500)
-    p.add_argument("--kinds", default="flat,hnsw,ivf,ivf-int8,ivf-pq")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--nprobe", type=int, default=16, help="ann: IVF cells visited per query")
-    p.add_argument("--ef-search", type=int, default=64, help="ann: HNSW query beam width")
+    p.add_argument("--kinds", default="flat,hnsw,hnswlib,ivf-int8,ivf-pq",
+                   help="ann: our kinds, and the peer 'hnswlib' (same M / efConstruction / efSearch as ours)")
+    p.add_argument("--threads", type=int, default=1, help="ann: search threads (queries go one at a time)")
+    p.add_argument("--build-threads", type=int, default=2)
+    p.add_argument("--nprobe", type=int, default=None, help="ann: IVF cells visited (default: the library's)")
+    p.add_argument("--ef-search", type=int, default=None, help="ann: HNSW beam width (default: the library's)")
+    p.add_argument("--ef-construction", type=int, default=None, help="ann: HNSW build beam (default: the library's)")
+    p.add_argument("--sweep-nprobe", default="32,64,256", help="ann: other nprobe values, on validation queries")
+    p.add_argument("--sweep-ef", default="64,256", help="ann: other efSearch values, on validation queries")
     p.add_argument("--tag", default="", help="suffix of the results file (index_<part>_<tag>.json)")
     args = p.parse_args()
     t0 = time.perf_counter()
