@@ -176,3 +176,55 @@ def test_http_api_cuts_and_reports_relevance(calibrated, tux_images):
         assert r.status_code == 400 and "modalign index calibrate" in r.json()["error"]
         r = c.post("/search/text", json={"text": "a bird", "adaptive_k": True, "k_max": 1000}, headers=key)
         assert r.status_code == 400 and "k_max" in r.json()["error"]
+
+
+def test_web_page_sends_the_cut_and_shows_relevance(calibrated, tux_images):
+    """The page in headless Chromium: an image query with min relevance + adaptive k shows a bounded set, each
+    hit with its calibrated relevance beside the score."""
+    from pathlib import Path
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is absent (Debian package chromium)")
+    pytest.importorskip("playwright", reason="playwright (search extra) is not installed")
+    from playwright.sync_api import sync_playwright
+    from uvicorn import Config, Server
+
+    from modalign.search.service import ServiceConfig, create_app
+    from test_web_e2e import _free_port
+
+    index, model, _, _ = calibrated
+    port = _free_port()
+    server = Server(Config(create_app(index, model, ServiceConfig(api_key="k")), host="127.0.0.1", port=port,
+                           log_level="warning"))
+    import threading
+    import time
+
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox",
+                                                                                     "--disable-gpu"])
+            page = browser.new_page()
+            urls: list[str] = []
+            page.on("request", lambda req: urls.append(req.url))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#key", "k")
+            page.fill("#minrel", "0.01")
+            page.check("#adaptive")
+            page.fill("#kmax", "3")
+            page.set_input_files("#file", str(tux_images[5]))
+            page.wait_for_selector(".hit .relevance", timeout=30_000)
+            rel = page.locator(".relevance").all_inner_texts()
+            assert 1 <= len(rel) <= 3 and all(0 <= float(t.split()[-1]) <= 1 for t in rel)
+            assert page.locator(".hit").count() == len(rel)
+            sent = [u for u in urls if "/search/image" in u]
+            assert sent and all(x in sent[0] for x in ("min_relevance=0.01", "adaptive_k=true", "k_max=3"))
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

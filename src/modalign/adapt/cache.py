@@ -41,6 +41,9 @@ class CacheModel(FewShotHead):
     values: torch.Tensor  # buffer
 
     kind = "cache"
+    class_emb: torch.Tensor  # buffers: (C, D) prompts, (S, D) shot keys, (S, C) one-hot values
+    keys: torch.Tensor
+    values: torch.Tensor
 
     def __init__(self, class_emb: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
                  alpha: float, beta: float):

@@ -141,6 +141,7 @@ class ZeroShotHead(FewShotHead):
     class_emb: torch.Tensor  # buffer
 
     kind = "zeroshot"
+    class_emb: torch.Tensor  # buffer (C, D)
 
     def __init__(self, class_emb: torch.Tensor, scale: float):
         super().__init__(scale=scale)

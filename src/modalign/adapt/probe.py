@@ -66,6 +66,8 @@ class LinearProbe(FewShotHead):
     bias: torch.Tensor  # buffer
 
     kind = "probe"
+    weight: torch.Tensor  # buffer (C, D)
+    bias: torch.Tensor  # buffer (C,)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, l2: float = 0.0):
         super().__init__(l2=l2)

@@ -33,6 +33,7 @@ class PrototypeHead(FewShotHead):
     prototypes: torch.Tensor  # buffer
 
     kind = "prototype"
+    prototypes: torch.Tensor  # buffer (C, D)
 
     def __init__(self, prototypes: torch.Tensor, scale: float, lam: float = 0.0, steps: float = 0.0):
         super().__init__(scale=scale, lam=lam, steps=steps)

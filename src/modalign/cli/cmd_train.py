@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "equal width); 'text=mean' sets one modality (default: concat)")
     g.add_argument("--method", help="a registered alignment method (default: auto; `modalign methods` lists them)")
     g.add_argument("--loss", help="training loss of trained methods (default: infonce; also sigmoid, structure, "
-                                  "multi-positive)")
+                                  "multi-positive, vsepp, geomix)")
     g.add_argument("--out-dim", type=int, help="shared embedding width (default: 512)")
     g.add_argument("--hidden-dim", type=int, help="MLP hidden width (default: 1024)")
     g.add_argument("--depth", type=int, help="MLP linear layers (default: 2)")
