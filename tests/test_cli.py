@@ -47,10 +47,17 @@ def test_train_then_eval_end_to_end(tmp_path, messy_pairs, image_tree, capsys):
     assert AlignedModel.from_pretrained(out / "baselines" / "mlp").embed_dim == 32
 
     rjson = tmp_path / "retrieval.json"
+    # the training data: by default only the run's test split is scored, and the JSON says so
     assert main(["eval", "retrieval", str(out), "--pairs", str(messy_pairs), "--json", str(rjson), *common]) == 0
     r = json.loads(rjson.read_text())
+    results = json.loads((out / "results.json").read_text())["methods"]["mlp"]
+    assert r["split"] == "test" and r["n_images"] == results["n_images"] < 12
+    assert r["image_retrieval_recall@5"] == pytest.approx(results["image_retrieval_recall@5"], abs=1e-6)
+    assert main(["eval", "retrieval", str(out), "--pairs", str(messy_pairs), "--split", "all", "--json", str(rjson),
+                 *common]) == 0
+    r = json.loads(rjson.read_text())
     # 12 stamps; the captions of the corrupt and the missing image have no image left to retrieve
-    assert r["n_images"] == 12 and r["n_texts"] == 12
+    assert r["split"] == "all" and r["n_images"] == 12 and r["n_texts"] == 12
     assert r["n_skipped"] == 2  # corrupt + missing image (the empty caption was dropped at load time)
     assert 0 <= r["image_retrieval_recall@1"] <= r["image_retrieval_recall@5"] <= r["image_retrieval_recall@10"] <= 1
     assert "ridge/text_retrieval_recall@1" in r and "procrustes/image_retrieval_recall@5" in r
@@ -58,13 +65,38 @@ def test_train_then_eval_end_to_end(tmp_path, messy_pairs, image_tree, capsys):
     zjson = tmp_path / "zeroshot.json"
     assert main(["eval", "zeroshot", str(out), "--images", str(image_tree), "--json", str(zjson), *common]) == 0
     z = json.loads(zjson.read_text())
-    assert z["n_classes"] == 6 and z["n_images"] == 12
+    assert z["n_classes"] == 6 and z["n_images"] == 12 and z["split"] == "all"  # images the run never saw
     assert 0 <= z["acc1"] <= z["acc5"] <= 1 and "mean_per_class_recall" in z
 
     # the store was reused: a second eval encodes nothing new
     before = sorted(p.name for p in store.rglob("*.npy"))
     assert main(["eval", "retrieval", str(out), "--pairs", str(messy_pairs), *common]) == 0
     assert sorted(p.name for p in store.rglob("*.npy")) == before
+
+
+def test_stale_baselines_and_failed_runs_never_pass_for_current(tmp_path, pairs_dir, capsys):
+    import shutil
+
+    store, out = tmp_path / "store", tmp_path / "run"
+    common = ["--pairs", str(pairs_dir / "pairs.csv"), "--store", str(store), "-q"]
+    train = ["train", "--out", str(out), "--epochs", "1", "--out-dim", "16", "--hidden-dim", "32", *common]
+    assert main(train) == 0
+    shutil.copytree(out / "baselines" / "ridge", tmp_path / "old-ridge")
+    assert main([*train, "--no-baselines"]) == 0  # retrained into the same folder, without baselines
+    assert not any((out / "baselines").iterdir())  # the old ones are gone
+    shutil.copytree(tmp_path / "old-ridge", out / "baselines" / "ridge")  # a stale one put back by hand
+    capsys.readouterr()
+    rjson = tmp_path / "r.json"
+    assert main(["eval", "retrieval", str(out), "--json", str(rjson), *common]) == 0
+    assert not [k for k in json.loads(rjson.read_text()) if k.startswith("ridge/")]
+    said = " ".join(capsys.readouterr().err.split())
+    assert "ignoring" in said and "another run" in said
+
+    failed = tmp_path / "failed"  # what a run that died before saving leaves behind
+    failed.mkdir()
+    (failed / "fit_config.json").write_text("{}")
+    assert main(["eval", "retrieval", str(failed), *common]) == 1
+    assert "holds no finished model" in " ".join(capsys.readouterr().err.split())
 
 
 def test_clear_errors_for_wrong_input(tmp_path, pairs_dir, capsys):
