@@ -36,10 +36,6 @@ def cache_votes(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, beta:
 @register_head
 class CacheModel(FewShotHead):
     """Tip-Adapter cache of the shots blended with zero-shot logits; blend and sharpness chosen on validation"""
-    class_emb: torch.Tensor  # buffer
-    keys: torch.Tensor  # buffer
-    values: torch.Tensor  # buffer
-
     kind = "cache"
     class_emb: torch.Tensor  # buffers: (C, D) prompts, (S, D) shot keys, (S, C) one-hot values
     keys: torch.Tensor

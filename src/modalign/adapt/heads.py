@@ -138,8 +138,6 @@ def refit_head(head: FewShotHead, data: FewShotData) -> FewShotHead:
 @register_head
 class ZeroShotHead(FewShotHead):
     """nearest class-prompt embedding (no shots used)"""
-    class_emb: torch.Tensor  # buffer
-
     kind = "zeroshot"
     class_emb: torch.Tensor  # buffer (C, D)
 

@@ -62,9 +62,6 @@ def coarse_to_fine(n: int, score_at: dict[int, tuple[float, float]], evaluate: C
 @register_head
 class LinearProbe(FewShotHead):
     """multinomial logistic regression on the embeddings; L2 strength chosen on validation"""
-    weight: torch.Tensor  # buffer
-    bias: torch.Tensor  # buffer
-
     kind = "probe"
     weight: torch.Tensor  # buffer (C, D)
     bias: torch.Tensor  # buffer (C,)

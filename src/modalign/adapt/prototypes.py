@@ -30,8 +30,6 @@ LR = 0.01
 @register_head
 class PrototypeHead(FewShotHead):
     """class embeddings initialised from the prompt ensemble and refined on the shots (CoOp-like)"""
-    prototypes: torch.Tensor  # buffer
-
     kind = "prototype"
     prototypes: torch.Tensor  # buffer (C, D)
 
