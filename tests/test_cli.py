@@ -82,8 +82,9 @@ def test_stale_baselines_and_failed_runs_never_pass_for_current(tmp_path, pairs_
     train = ["train", "--out", str(out), "--epochs", "1", "--out-dim", "16", "--hidden-dim", "32", *common]
     assert main(train) == 0
     shutil.copytree(out / "baselines" / "ridge", tmp_path / "old-ridge")
-    assert main([*train, "--no-baselines"]) == 0  # retrained into the same folder, without baselines
-    assert not any((out / "baselines").iterdir())  # the old ones are gone
+    assert main([*train, "--no-baselines"]) == 1  # a run folder is never replaced silently
+    assert main([*train, "--no-baselines", "--overwrite"]) == 0  # retrained into the same folder, no baselines
+    assert not (out / "baselines").is_dir() or not any((out / "baselines").iterdir())  # the old ones are gone
     shutil.copytree(tmp_path / "old-ridge", out / "baselines" / "ridge")  # a stale one put back by hand
     capsys.readouterr()
     rjson = tmp_path / "r.json"
