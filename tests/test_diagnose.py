@@ -73,7 +73,7 @@ def test_diagnose_cli_end_to_end(tmp_path, pairs_dir, image_tree, capsys):
     capsys.readouterr()
 
     out = tmp_path / "diag"
-    assert main(["diagnose", str(run), "--pairs", pairs, "--images", str(image_tree), "--out", str(out),
+    assert main(["diagnose", str(run), "--split", "all", "--pairs", pairs, "--images", str(image_tree), "--out", str(out),
                  *common]) == 0
     d = json.loads((out / "diagnostics.json").read_text())
     for key in ("modality_gap", "alignment", "uniformity_image", "uniformity_text", "matched_mean",
