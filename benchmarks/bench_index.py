@@ -8,6 +8,8 @@
           compat-new entries, (c) all compat-new, (d) 50/50 old and naive new-model entries
 
   python benchmarks/bench_index.py ann --model runs/tux --n 200000
+  python benchmarks/bench_index.py ann --model runs/tux --n 1000000 --cache /tmp/idx1m --build-only  # then
+  python benchmarks/bench_index.py ann --model runs/tux --n 1000000 --cache /tmp/idx1m   # times the saved ones
   python benchmarks/bench_index.py invgc --model runs/tux
   python benchmarks/bench_index.py compat --model runs/tux --new-model runs/tux-lite2
 """
@@ -27,18 +29,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info  # noqa: E402
 
-STORE = os.environ.get("MODALIGN_STORE", "/tmp/modalign-store")
-
 
 def _tux(model_dir: Path):
     from modalign.data.tuxpaint import load_tuxpaint
     from modalign.store import EmbeddingStore
+    from modalign.utils.paths import default_store
 
     data = load_tuxpaint()
     names = json.loads((model_dir / "split.json").read_text())
     index = {n: i for i, n in enumerate(data.group_names)}
     split = {k: np.array(sorted(index[n] for n in v if n in index), dtype=np.int64) for k, v in names.items()}
-    return data, split, EmbeddingStore(STORE)
+    return data, split, EmbeddingStore(default_store())
 
 
 def _embed(model, data, store, modality: str, groups: np.ndarray, encoder=None, layer=None):
@@ -155,16 +156,22 @@ def _measure(search, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]
             "latency_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3), "recall@10_vs_exact": round(recall, 4)}
 
 
-def _ours(kind: str, base: np.ndarray, args):
-    from modalign.search.backends import IndexParams, VectorIndex
+def _ours(kind: str, base: np.ndarray, args, saved: Path | None):
+    from modalign.search.backends import IndexParams, VectorIndex, faiss_module
 
-    # as the library builds it (SearchIndex.create): trained on every vector (FAISS samples 256 per cell)
-    train = base if kind.startswith("ivf") else None
     params = IndexParams(nprobe=args.nprobe or 0, ef_search=args.ef_search or 0)
     params.ef_construction = args.ef_construction or params.ef_construction
-    vi = VectorIndex.create(kind, base.shape[1], params, train)
-    for s in range(0, len(base), 100_000):
-        vi.add(base[s:s + 100_000], np.arange(s, min(s + 100_000, len(base))))
+    if saved is not None and saved.exists():
+        meta = json.loads(saved.with_suffix(".json").read_text())
+        vi = VectorIndex.load(saved, kind, base.shape[1], IndexParams(**meta["params"]))
+        vi.params.nprobe, vi.params.ef_search = args.nprobe or vi.params.nprobe, args.ef_search or vi.params.ef_search
+        vi.apply_search_params()
+    else:  # as the library builds it (SearchIndex.create): trained on every vector (FAISS samples 256 per cell)
+        vi = VectorIndex.create(kind, base.shape[1], params, base if kind.startswith("ivf") else None)
+        for s in range(0, len(base), 100_000):
+            vi.add(base[s:s + 100_000], np.arange(s, min(s + 100_000, len(base))))
+        if saved is not None:
+            faiss_module().write_index(vi.index, str(saved))
 
     def setting(value: int) -> None:
         if kind == "hnsw":
@@ -177,48 +184,76 @@ def _ours(kind: str, base: np.ndarray, args):
     return (lambda q: vi.search(q, 10)[1]), setting, default, _index_bytes(vi) / 2**20, vi.params.to_dict()
 
 
-def _hnswlib(base: np.ndarray, args, ef_default: int):
-    """The peer: hnswlib at the same M / efConstruction / efSearch as our HNSW default."""
+def _hnswlib(base: np.ndarray, args, ef_default: int, saved: Path | None):
+    """The peer: hnswlib, by default at the same M / efConstruction / efSearch as our HNSW default."""
     import hnswlib
 
     from modalign.search.backends import IndexParams
 
     p = IndexParams()
+    m, efc = args.peer_m or p.hnsw_m, args.peer_ef_construction or args.ef_construction or p.ef_construction
     index = hnswlib.Index(space="ip", dim=base.shape[1])
-    index.init_index(max_elements=len(base), M=p.hnsw_m, ef_construction=args.ef_construction or p.ef_construction)
-    index.add_items(base, np.arange(len(base)), num_threads=args.build_threads)
+    if saved is not None and saved.exists():
+        index.load_index(str(saved), max_elements=len(base))
+    else:
+        index.init_index(max_elements=len(base), M=m, ef_construction=efc)
+        index.add_items(base, np.arange(len(base)), num_threads=args.build_threads)
+        if saved is not None:
+            index.save_index(str(saved))
     index.set_num_threads(1)
     index.set_ef(ef_default)
-    mb = len(base) * (base.shape[1] * 4 + p.hnsw_m * 2 * 4 + 16) / 2**20  # vectors + level-0 links (estimate)
-    return (lambda q: index.knn_query(q, k=10)[0]), index.set_ef, ef_default, mb, {"M": p.hnsw_m, "ef": ef_default}
+    mb = len(base) * (base.shape[1] * 4 + m * 2 * 4 + 16) / 2**20  # vectors + level-0 links (estimate)
+    return (lambda q: index.knn_query(q, k=10)[0]), index.set_ef, ef_default, mb, {"M": m, "efConstruction": efc,
+                                                                                    "ef": ef_default}
+
+
+def _exact(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """(n_q, 10) ids of the exact top 10 by inner product, without a second copy of the base."""
+    from modalign.search.backends import faiss_module
+
+    faiss = faiss_module()
+    return faiss.knn(queries, base, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+
+
+def _build(kind: str, base: np.ndarray, args) -> tuple[tuple, dict]:
+    """The index of `kind` (built, or loaded from --cache when saved there) and its build facts."""
+    from modalign.search.backends import EF_SEARCH
+
+    saved = None
+    if args.cache:
+        args.cache.mkdir(parents=True, exist_ok=True)
+        saved = args.cache / f"{kind}_{args.n}.index"
+    built_before = saved is not None and saved.exists()
+    rss0, t0 = _rss_mb(), time.perf_counter()
+    built = (_hnswlib(base, args, args.ef_search or EF_SEARCH, saved) if kind == "hnswlib"
+             else _ours(kind, base, args, saved))
+    head = {"kind": kind, "n": args.n, "dim": int(base.shape[1]), "build_s": round(time.perf_counter() - t0, 1),
+            "index_mb": round(built[3], 1), "rss_growth_mb": round(_rss_mb() - rss0, 1),
+            "build_load_avg_1m": round(os.getloadavg()[0], 2)}
+    if built_before:  # the build facts of the run that built it (build_only, at the lock's priority or not)
+        head.update({k: v for k, v in json.loads(saved.with_suffix(".json").read_text()).items() if k in head})
+    elif saved is not None:
+        saved.with_suffix(".json").write_text(json.dumps({**head, "params": built[4]}))
+    return built, head
 
 
 def part_ann(args) -> dict:
-    from modalign.search.backends import (
-        EF_SEARCH,
-        IndexParams,
-        VectorIndex,
-        auto_kind,
-        default_params,
-        faiss_module,
-    )
+    from modalign.search.backends import IndexParams, auto_kind, default_params, faiss_module
 
     faiss = faiss_module()
     base, val, test, stats = _synthetic(args)
-    exact = VectorIndex.create("flat", base.shape[1])
-    exact.add(base, np.arange(len(base)))
-    truth = {"val": exact.search(val, 10)[1], "test": exact.search(test, 10)[1]}
+    faiss.omp_set_num_threads(args.build_threads)
+    truth = {"val": _exact(base, val), "test": _exact(base, test)}
     rows: list[dict] = []
     sweeps = {"hnsw": args.sweep_ef, "hnswlib": args.sweep_ef, "flat": ""}
     for kind in args.kinds.split(","):
         faiss.omp_set_num_threads(args.build_threads)
-        rss0, t0 = _rss_mb(), time.perf_counter()
-        built = (_hnswlib(base, args, args.ef_search or EF_SEARCH) if kind == "hnswlib" else _ours(kind, base, args))
-        search, setting, default, mb, params = built
-        build_s = time.perf_counter() - t0
+        built, head = _build(kind, base, args)
+        print(json.dumps(head), flush=True)
+        if args.build_only:
+            continue
+        search, setting, default, _, params = built
         faiss.omp_set_num_threads(args.threads)
-        head = {"kind": kind, "n": args.n, "dim": int(base.shape[1]), "build_s": round(build_s, 1), "index_mb": round(mb, 1),
-                "rss_growth_mb": round(_rss_mb() - rss0, 1)}
         for value in sorted({int(v) for v in sweeps.get(kind, args.sweep_nprobe).split(",") if v} - {default}):
             setting(value)  # the sweep: on validation queries, to choose defaults without the test queries
             rows.append({**head, "queries": "val", "setting": value, **_measure(search, val, truth["val"])})
@@ -262,6 +297,10 @@ def main() -> None:
     p.add_argument("--nprobe", type=int, default=None, help="ann: IVF cells visited (default: the library's)")
     p.add_argument("--ef-search", type=int, default=None, help="ann: HNSW beam width (default: the library's)")
     p.add_argument("--ef-construction", type=int, default=None, help="ann: HNSW build beam (default: the library's)")
+    p.add_argument("--peer-m", type=int, default=None, help="ann: hnswlib M (default: ours)")
+    p.add_argument("--peer-ef-construction", type=int, default=None, help="ann: hnswlib efConstruction (default: ours)")
+    p.add_argument("--cache", type=Path, help="ann: save each built index here, and load it on the next run")
+    p.add_argument("--build-only", action="store_true", help="ann: build (and save to --cache), time no query")
     p.add_argument("--sweep-nprobe", default="32,64,256", help="ann: other nprobe values, on validation queries")
     p.add_argument("--sweep-ef", default="64,256", help="ann: other efSearch values, on validation queries")
     p.add_argument("--tag", default="", help="suffix of the results file (index_<part>_<tag>.json)")
