@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import RESULTS_DIR, machine_info, print_header, write_json  # noqa: E402
 
 import fault_scenarios as fs  # noqa: E402
+import index_fault_scenarios as ifs  # noqa: E402
 
 TRAIN = ["--epochs", "30", "--patience", "0", "--batch-size", "4", "--out-dim", "16", "--hidden-dim", "32",
          "--no-baselines", "-q"]
-SCENARIOS = ("encode", "train", "extend", "disk", "concurrent", "reader")
+SCENARIOS = ("encode", "train", "retrain", "extend", "disk", "concurrent", "reader", "index", "index-disk")
 
 
 def _main(args: list[str]) -> int:
@@ -81,6 +82,43 @@ def run_train(work: Path, ctx: dict[str, Any], runs: int, rng: random.Random) ->
     return out
 
 
+def run_retrain(work: Path, ctx: dict[str, Any], runs: int) -> list[fs.FaultRun]:
+    """`modalign train` into a folder that holds a run, without --overwrite: refused, the run untouched."""
+    run, pairs = work / "retrain-run", ctx["pairs"]
+    args = ["train", "--pairs", str(pairs), "--out", str(run), "--store", str(work / "train-store"), *TRAIN]
+    if not (run / "split.json").exists():
+        assert _main([*args, "--split-seed", "0"]) == 0
+    out = []
+    for i in range(runs):
+        before = fs.folder_digest(run)
+        done = fs.cli(*args, "--split-seed", str(i + 1))
+        problems = [] if done.returncode == 1 and "--overwrite" in done.stderr else [f"rc {done.returncode}: "
+                                                                                      f"{done.stderr[-200:]}"]
+        problems += fs.run_problems(run, {"old": split_names(pairs, 0)})[0]
+        changed = fs.folder_digest(run) != before
+        out.append(fs.FaultRun("retrain into an existing run folder without --overwrite",
+                               f"split seed {i + 1}: refused", int(changed), problems, interrupted=False))
+    return out
+
+
+def run_index(work: Path, runs: int, rng: random.Random) -> list[fs.FaultRun]:
+    """kill -9 at every commit step of index add / delete / build (`runs` rounds over the steps)."""
+    model = ifs.make_model(work / "index-model")
+    cases = [(op, step) for op in ("add", "delete") for step in ifs.STEPS]
+    cases += [("build", step) for step in ifs.BUILD_STEPS]
+    out = []
+    for r in range(runs):
+        for i, (op, step) in enumerate(cases):
+            out.append(ifs.index_kill(work / f"index-{r}-{i}", model, op, step))
+    return out
+
+
+def run_index_disk(work: Path, runs: int, rng: random.Random) -> list[fs.FaultRun]:
+    model = ifs.make_model(work / "index-disk-model")
+    return [ifs.index_disk_full(work / f"index-disk-{i}", model, rng.choice([2_000, 8_000, 30_000, 60_000, 120_000]))
+            for i in range(runs)]
+
+
 def run_extend(work: Path, runs: int, rng: random.Random) -> list[fs.FaultRun]:
     tree = fs.sound_tree(work / "tree")
     base, ext, store = work / "base", work / "ext", work / "ext-store"
@@ -126,6 +164,12 @@ def collect(which: list[str], runs: int, seed: int, work: Path) -> list[fs.Fault
                         for i in range(runs)]
         elif name == "train":
             results += run_train(work, ctx, runs, rng)
+        elif name == "retrain":
+            results += run_retrain(work, ctx, runs)
+        elif name == "index":
+            results += run_index(work, max(1, runs // 4), rng)
+        elif name == "index-disk":
+            results += run_index_disk(work, runs, rng)
         elif name == "extend":
             results += run_extend(work, runs, rng)
         elif name == "disk":

@@ -13,83 +13,29 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("faiss", reason="the search extra (faiss-cpu) is not installed")
 
-import modalign  # noqa: E402
-from index_fault_worker import DIM, vectors_of  # noqa: E402
-from modalign.align.projectors import ProjectorConfig  # noqa: E402
-from modalign.model import AlignedModel, TowerConfig  # noqa: E402
+from index_fault_scenarios import (  # noqa: E402
+    BUILD_STEPS,
+    SRC,
+    STEPS,
+    WORKER,
+    committed_keys,
+    keys,
+    make_model,
+    ok,
+    searchable_keys,
+    worker,
+)
+from index_fault_worker import DIM  # noqa: E402
 from modalign.search.index import SearchIndex  # noqa: E402
-
-WORKER = Path(__file__).with_name("index_fault_worker.py")
-SRC = str(Path(modalign.__file__).resolve().parents[1])
-STEPS = ("vectors-partial", "vectors-written", "vectors-renamed", "metadata-committed", "info-written",
-         "old-vectors-removed")  # storage.COMMIT_STEPS, spelled out: the test fails if one disappears
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A real saved model (its config hash is the index's space); encoders are not loaded."""
-    torch.manual_seed(0)
-    proj = ProjectorConfig(type="linear", out_dim=DIM, standardize=False)
-    towers = {"image": TowerConfig("image", "effnet-lite0", "final", 1280, "fp-image", proj),
-              "text": TowerConfig("text", "minilm-l6", "final", 384, "fp-text", proj)}
-    out = tmp_path_factory.mktemp("model")
-    AlignedModel(towers).save_pretrained(out)
-    return out
-
-
-def worker(op: str, folder: Path, model_dir: Path, lo: int, hi: int, kill: str = "", fsize: int = 0,
-           kind: str = "flat") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(WORKER), op, str(folder), str(model_dir), str(lo), str(hi), "--kind", kind]
-    cmd += ["--kill", kill] if kill else []
-    cmd += ["--fsize", str(fsize)] if fsize else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-
-
-def ok(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def committed_keys(folder: Path) -> set[str]:
-    """What a fault left on disk, read WITHOUT repair: the committed rows must all have vectors."""
-    from modalign.search.backends import IndexParams, VectorIndex
-    from modalign.search.metadata import Metadata
-    from modalign.search.storage import vectors_file
-
-    items = Metadata(folder / "items.sqlite")
-    generation, tombstones = items.state()
-    vectors = VectorIndex.load(vectors_file(folder, generation), "flat", DIM, IndexParams())
-    vids, ids = set(items.all_vids().tolist()), set(vectors.ids().tolist())
-    assert vids <= ids, f"{len(vids - ids)} committed items have no vector"
-    assert len(ids) - len(vids) == tombstones
-    keys = {it.key for it in items.get(sorted(vids)).values()}
-    items.close()
-    return keys
-
-
-def searchable_keys(folder: Path) -> set[str]:
-    """Opens the index (repairing leftovers) and returns the keys whose own vector finds them first."""
-    index = SearchIndex.open(folder)
-    assert not list(folder.glob("*.tmp")) and len(list(folder.glob("vectors*.faiss"))) == 1
-    assert json.loads((folder / "index.json").read_text())["count"] == len(index)
-    keys = {it.key for it in index.items.get(np.asarray(index.items.all_vids()).tolist()).values()}
-    ids = sorted(int(k[1:]) for k in keys)
-    if ids:
-        hits = index.search(np.concatenate([vectors_of(i, i + 1) for i in ids]), k=1)
-        assert [h[0].item.key for h in hits] == [f"k{i}" for i in ids]
-    index.close()
-    return keys
-
-
-def keys(lo: int, hi: int) -> set[str]:
-    return {f"k{i}" for i in range(lo, hi)}
+    return make_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -119,9 +65,6 @@ def test_delete_killed_at_every_step(tmp_path, model_dir, step, kind):
         assert committed_keys(folder) in (keys(0, 40), keys(10, 40))
     worker("delete", folder, model_dir, 0, 10, kind=kind)
     assert searchable_keys(folder) == keys(10, 40)
-
-
-BUILD_STEPS = [f"{s}:{n}" for n in (1, 2) for s in STEPS] + ["index-built"]
 
 
 @pytest.mark.parametrize("step", BUILD_STEPS)

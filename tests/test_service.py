@@ -315,3 +315,52 @@ def test_concurrent_queries_share_forwards_and_each_gets_its_own_results(setup):
         got, want = r.json()["results"], alone[i % 8][:3 if i < 8 else 2]
         assert [h["key"] for h in got] == [h["key"] for h in want]
         assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-4)
+
+
+def test_work_behind_a_timed_out_request_is_never_run_and_a_started_one_stops_between_chunks(setup):
+    """Issue 16, item 5, at the queue: a request that times out while queued costs no forward at all, and
+    one that times out during a long encode stops at the next chunk boundary (`Dropped`)."""
+    import asyncio
+
+    from modalign.search.service.batching import Dropped, MicroBatcher
+    from modalign.search.service.engine import Engine
+
+    ran: list[list[str]] = []
+    gate = threading.Event()
+
+    def run_batch(jobs):
+        gate.wait(10)  # the worker is busy with the first request meanwhile
+        ran.append([x for j in jobs for x in j.items])
+        return [None] * len(jobs)
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(run_batch, 0.0, 8, 8192, 10_000, 4)
+        first = asyncio.ensure_future(batcher.submit("text", ["first"], 1, 5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):  # queued behind `first`, times out before its turn
+            await asyncio.wait_for(batcher.submit("text", ["late"], 1, 4), 0.1)
+        gate.set()
+        await first
+        assert (await batcher.submit("text", ["next"], 1, 4))[0] is None
+        assert batcher.queued == {"text": 0, "image": 0} and batcher.dropped == 1
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert ran == [["first"], ["next"]]  # "late" never reached the model
+
+    from modalign.search.service.batching import Job
+
+    class Counting:  # the real model, counting its forwards
+        def __init__(self, model) -> None:
+            self.model, self.towers, self.forwards = model, model.towers, 0
+
+        def encode(self, modality, items, batch_size=32):
+            self.forwards += 1
+            job.cancelled = True  # the request times out during this forward
+            return self.model.encode(modality, items, batch_size=batch_size)
+
+    model = Counting(setup[1])
+    job = Job("text", ["x" * 100] * 50, 1, 5000, asyncio.new_event_loop(), None)  # type: ignore[arg-type]
+    with pytest.raises(Dropped):
+        Engine(model, None, max_chars=1000, max_items=128).encode([job])  # type: ignore[arg-type]
+    assert model.forwards == 1  # 5 chunks of 10 texts were due; the rest were never computed
