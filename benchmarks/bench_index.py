@@ -222,7 +222,8 @@ def _build(kind: str, base: np.ndarray, args) -> tuple[tuple, dict]:
     saved = None
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
-        saved = args.cache / f"{kind}_{args.n}.index"
+        peer = f"_M{args.peer_m}" * bool(args.peer_m) + f"_efc{args.peer_ef_construction}" * bool(args.peer_ef_construction)
+        saved = args.cache / f"{kind}{peer if kind == 'hnswlib' else ''}_{args.n}.index"
     built_before = saved is not None and saved.exists()
     rss0, t0 = _rss_mb(), time.perf_counter()
     built = (_hnswlib(base, args, args.ef_search or EF_SEARCH, saved) if kind == "hnswlib"
