@@ -1,211 +1,236 @@
-"""Training straight from memory-mapped store shards vs from features loaded into memory: pairs/s and peak RSS.
+"""Training through the real `train()` on features streamed from the store vs loaded into memory: pairs/s,
+train time and peak RSS as the number of pairs grows (10k / 100k / 1M), and the streamed/in-memory ratio.
 
-Writes two synthetic store entries (image + text, ROWS x DIM, float16 by default) with the store's own
-shard writer, opens them as StoredEmbeddings, then runs the same training loop (default MLP projector,
-registered InfoNCE loss, AdamW with the trainer's parameter groups) twice, each in a fresh subprocess:
+The store: two complete entries (image 1280-d, text 384-d, float32) in the store's DEFAULT layout
+(EmbeddingStore.encode's shard_size, read from its signature: 256 rows a shard), written with the store's
+own shard writer, manifest and checksums, and opened with EmbeddingStore.open. Their vectors are REAL
+feature distributions resampled: the Tux Paint stamps and captions encoded by the default encoders
+(effnet-lite0, minilm-l6; from the shared store, encoded there when absent), row i of both entries =
+pair (i mod n_real) + Gaussian noise of --noise x each feature's std (independent per modality), so rows
+are distinct, scaled and centred like real features, and pairs stay learnable.
 
-  stream   every batch's rows read with StoredEmbeddings.vectors(rows) from the memory maps
-  memory   StoredEmbeddings.vectors() of everything into float32 tensors first, then batches by indexing
+Each (size, mode) runs in a fresh subprocess, so peak RSS (ru_maxrss) is its own:
+  memory  feature_set()'s way: StoredEmbeddings.vectors() of every row into float32 tensors, then train()
+  stream  streamed_feature_set()'s way: StreamedFeatures over the entries; train() reads each batch's rows
+Both call modalign.align.trainer.train() with the library's TrainConfig / ProjectorConfig defaults except
+--epochs (default 1) and --batch-size (default: the library's); no validation set. pairs/s is
+TrainResult.pairs_per_second; "setup s" is the load (memory) plus train()'s preparation (statistics).
 
-Peak memory per child: ru_maxrss (all resident pages, file-backed memory-mapped pages included) and the
-peak of RssAnon (/proc/self/status, sampled every step: the process's own heap, which the page cache
-cannot reclaim). --cap-mb sets RLIMIT_DATA in each child: a hard cap on private writable memory that leaves the read-only
-memory maps (page cache, reclaimable) out; RLIMIT_AS would not do, the maps count against address space.
-
-    .venv/bin/python benchmarks/bench_stream.py --rows 1000000 --steps 60
-    .venv/bin/python benchmarks/bench_stream.py --rows 1000000 --steps 20 --cap-mb 1536   # memory mode fails
-    .venv/bin/python benchmarks/bench_stream.py --rows 2000000 --dim 384        # ~1.5 GB per entry on disk
+    OMP_NUM_THREADS=2 python benchmarks/bench_stream.py --rows 10000 100000 --batch-size 4096 --json a.json
+    OMP_NUM_THREADS=2 python benchmarks/bench_stream.py --rows 1000000 --batch-size 4096 --json b.json
+    python benchmarks/bench_stream.py --plot growth.png --from a.json b.json   # table + plot of both
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
-import math
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from _common import machine_info, print_header, write_json
+from _common import RESULTS_DIR, machine_info, print_header, write_json
 
-from modalign.align.losses import LossInputs, create_loss, log_temperature
-from modalign.align.projectors import ProjectorConfig, fit_input_statistics
-from modalign.align.trainer import _param_groups
-from modalign.model import AlignedModel, TowerConfig
-from modalign.store.embeddings import StoredEmbeddings
+from modalign.store import EmbeddingStore
+from modalign.store import manifest as mf
 from modalign.store.key import CacheKey
-from modalign.store.report import EncodeReport
-from modalign.store.shards import ShardLayout, write_shard
+from modalign.store.shards import ShardLayout, vectors_checksum, write_shard
+from modalign.utils.paths import cache_dir, default_store
 
 MODALITIES = ("image", "text")
+ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
+SHARD_SIZE = inspect.signature(EmbeddingStore.encode).parameters["shard_size"].default  # the store's default
+ENCODE_BATCH = inspect.signature(EmbeddingStore.encode).parameters["batch_size"].default
 
 
-def _key(modality: str, n: int, dtype: str) -> CacheKey:
-    return CacheKey(encoder="synthetic", weights="none", layer="final", pooling="mean", preprocessing={},
-                    dtype=dtype, data=f"bench-stream-{n}", modality=modality, n_items=n)
+def real_pairs(store_root: Path) -> dict[str, np.ndarray]:
+    """modality -> (n, d) float32 features of the Tux Paint pairs, row-aligned (row i of each is one pair)."""
+    from modalign.data.tuxpaint import load_tuxpaint
+    from modalign.encoders import create_encoder
+    from modalign.features.pipeline import encode_dataset, feature_set
+
+    data = load_tuxpaint()
+    encoders = {m: create_encoder(spec) for m, spec in ENCODERS.items()}
+    fs = feature_set(data, encode_dataset(data, encoders, EmbeddingStore(store_root), progress=False))
+    groups = {m: fs.groups[m].numpy() for m in MODALITIES}
+    shared = np.intersect1d(*groups.values())  # groups with an encoded image and caption: one each in Tux
+    return {m: fs.features[m].numpy()[np.searchsorted(groups[m], shared)] for m in MODALITIES}
 
 
-def write_store(folder: Path, rows: int, dim: int, shard_size: int, dtype: str, seed: int) -> None:
-    """Two entries of (rows, dim) vectors; text = image + noise, so the pairs are learnable."""
-    layout = ShardLayout(rows, shard_size, shard_size)
-    for s in range(layout.n_shards):
-        n = len(layout.rows(s))
-        rng = np.random.default_rng(seed + s)
-        img = rng.standard_normal((n, dim), dtype=np.float32)  # (n, dim)
-        txt = img + 0.5 * rng.standard_normal((n, dim), dtype=np.float32)
-        for m, x in zip(MODALITIES, (img, txt), strict=True):
-            (folder / m).mkdir(parents=True, exist_ok=True)
-            write_shard(folder / m, s, layout, _key(m, rows, dtype).digest(), x.astype(dtype),
-                        np.ones(n, dtype=bool), {})
+def entry_key(modality: str, rows: int, dim: int, noise: float) -> CacheKey:
+    return CacheKey(encoder=f"bench-resampled-{ENCODERS[modality]}", weights="tux-paint", layer="final",
+                    pooling="mean", preprocessing={"noise": noise}, dtype="float32",
+                    data=f"bench-stream-{rows}", modality=modality, n_items=rows)
 
 
-class _RowIds(Sequence[str]):
-    """Item ids "0".."n-1" without a list of n strings (that list alone would be ~130 MB at 2M rows)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return str(range(self.n)[i]) if isinstance(i, int) else [str(j) for j in range(self.n)[i]]
-
-
-def open_store(folder: Path, rows: int, dim: int, shard_size: int, dtype: str) -> dict[str, StoredEmbeddings]:
-    layout = ShardLayout(rows, shard_size, shard_size)
-    ids = _RowIds(rows)
-    return {m: StoredEmbeddings(_key(m, rows, dtype), folder / m, ids, dim, layout, np.ones(rows, dtype=bool),
-                                {}, EncodeReport(rows, rows, 0)) for m in MODALITIES}
-
-
-def rss_anon_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def write_entries(root: Path, base: dict[str, np.ndarray], rows: int, noise: float) -> dict[str, str]:
+    """Writes (or finds) the two complete entries of `rows` pairs; returns modality -> digest."""
+    n_real = len(base["image"])
+    std = {m: base[m].std(axis=0) for m in MODALITIES}  # (d,) per-feature spread of the real features
+    layout = ShardLayout(rows, SHARD_SIZE, ENCODE_BATCH)
+    digests = {}
+    for k, m in enumerate(MODALITIES):
+        key = entry_key(m, rows, base[m].shape[1], noise)
+        folder = root / key.digest()
+        digests[m] = key.digest()
+        if (existing := mf.read_manifest(folder, key)) is not None and existing.complete:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        checksums = []
+        for s in range(layout.n_shards):
+            r = np.arange(layout.rows(s).start, layout.rows(s).stop)
+            rng = np.random.default_rng([k, s])
+            x = base[m][r % n_real] + noise * std[m] * rng.standard_normal((len(r), base[m].shape[1]), np.float32)
+            x = x.astype(np.float32)  # (shard rows, d)
+            write_shard(folder, s, layout, key.digest(), x, np.ones(len(r), dtype=bool), {})
+            checksums.append(vectors_checksum(x))
+        mf.write_ids(folder, [str(i) for i in range(rows)])
+        mf.write_summary(folder, np.ones(rows, dtype=bool), {})
+        mf.write_manifest(folder, mf.Manifest(key, base[m].shape[1], layout, complete=True, n_encoded=rows,
+                                              checksums=checksums, info={"bench": "bench_stream.py"}))
+    return digests
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    """One mode's training run; returns its figures (printed as JSON by the child process)."""
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.cap_mb:  # a hard cap on private writable memory (heap, anonymous maps), not on the read-only maps
-        cap = args.cap_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
-    store = open_store(Path(args.dir), args.rows, args.dim, args.shard_size, args.dtype)
-    proj = ProjectorConfig()  # the default MLP
-    model = AlignedModel({m: TowerConfig(m, "synthetic", "final", args.dim, "none", proj) for m in MODALITIES})
-    loss_fn = create_loss("infonce")
-    peak_anon = rss_anon_mb()
-    t_load = time.perf_counter()
-    if args.mode == "memory":
-        feats = {m: torch.from_numpy(e.vectors()) for m, e in store.items()}  # (rows, dim) float32 each
+    """One (size, mode) training run in this process; returns its figures."""
+    import torch
 
-        def batch_of(rows: np.ndarray) -> dict[str, torch.Tensor]:
-            idx = torch.from_numpy(rows)
-            return {m: f[idx] for m, f in feats.items()}
-    else:
-        def batch_of(rows: np.ndarray) -> dict[str, torch.Tensor]:
-            return {m: torch.from_numpy(e.vectors(rows)) for m, e in store.items()}  # (B, dim) from the maps
-    peak_anon = max(peak_anon, rss_anon_mb())
-    load_s = time.perf_counter() - t_load
-    sample = np.sort(np.random.default_rng(1).choice(args.rows, min(args.rows, 65536), replace=False))
-    for m, x in batch_of(sample).items():  # Standardize statistics from a sample, as the store streams
-        fit_input_statistics(model.projectors[m], x)
-    with torch.no_grad():
-        model.logit_scale.fill_(log_temperature(loss_fn.default_temperature))
-    optimizer = torch.optim.AdamW(_param_groups([model, loss_fn], 0.05), lr=1e-3, betas=(0.9, 0.98), eps=1e-6,
-                                  foreach=True)
-    order = np.random.default_rng(0).permutation(args.rows)
-    steps = math.ceil(args.rows / args.batch_size) if args.steps is None else args.steps
-    model.train()
-    t0, pairs, last = time.perf_counter(), 0, 0.0
-    for i in range(steps):
-        rows = np.sort(order[i * args.batch_size:(i + 1) * args.batch_size])  # sorted: sequential map reads
-        if rows.size < 2:
-            break
-        x = batch_of(rows)  # modality -> (B, dim) float32
-        emb = {m: model.projectors[m](xm) for m, xm in x.items()}  # (B, 512) each
-        groups = torch.from_numpy(rows)
-        loss = loss_fn(LossInputs(emb, x, {m: groups for m in MODALITIES}), model.logit_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        pairs += rows.size
-        last = loss.item()
-        peak_anon = max(peak_anon, rss_anon_mb())
-    seconds = time.perf_counter() - t0
-    return {"mode": args.mode, "steps": steps, "pairs": pairs, "seconds": round(seconds, 2),
-            "pairs_per_s": round(pairs / seconds, 1), "load_s": round(load_s, 2), "final_loss": round(last, 4),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_rss_anon_mb": round(peak_anon, 1)}
+    from modalign.align.features import FeatureSet
+    from modalign.align.projectors import ProjectorConfig
+    from modalign.align.streaming import StreamedFeatures
+    from modalign.align.trainer import TrainConfig, train
+    from modalign.model import AlignedModel, TowerConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    store = EmbeddingStore(args.dir)
+    entries = {m: store.open(d) for m, d in zip(MODALITIES, args.digests, strict=True)}
+    rows = len(entries["image"])
+    groups = {m: torch.arange(rows) for m in MODALITIES}
+    if args.mode == "memory":  # as features.pipeline.feature_set: every row into a float32 tensor
+        feats: dict[str, Any] = {m: torch.from_numpy(e.vectors()) for m, e in entries.items()}
+    else:  # as features.pipeline.streamed_feature_set
+        feats = {m: StreamedFeatures(e, np.arange(rows)) for m, e in entries.items()}
+    load_s = time.perf_counter() - t0
+    proj = ProjectorConfig()
+    model = AlignedModel({m: TowerConfig(m, ENCODERS[m], "final", e.dim, "none", proj) for m, e in entries.items()})
+    cfg = TrainConfig(projector=proj, epochs=args.epochs, batch_size=args.batch_size, seed=0)
+    result = train(model, FeatureSet(feats, groups), None, cfg, progress=False)
+    total = time.perf_counter() - t0
+    return {"rows": rows, "mode": args.mode, "threads": torch.get_num_threads(), "epochs": args.epochs,
+            "batch_size": cfg.batch_size, "steps": result.steps, "train_s": round(result.seconds, 2),
+            "setup_s": round(total - result.seconds, 2), "load_s": round(load_s, 2),
+            "pairs_per_s": round(result.pairs_per_second, 1),
+            "final_loss": round(result.history[-1]["train_loss"], 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def run_size(args: argparse.Namespace, base: dict[str, np.ndarray], rows: int) -> list[dict[str, Any]]:
+    t0 = time.perf_counter()
+    digests = write_entries(args.dir, base, rows, args.noise)
+    size_mb = sum(p.stat().st_size for d in digests.values() for p in (args.dir / d).glob("*.npy")) / 2**20
+    print(f"{rows} pairs: 2 entries, {size_mb:.0f} MB, {SHARD_SIZE}-row shards, written/found in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    out = []
+    for mode in args.modes:
+        cmd = [sys.executable, __file__, "--mode", mode, "--dir", str(args.dir), "--digests", *digests.values(),
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            err = (done.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"  {mode:6s} failed (exit {done.returncode}): {err}", flush=True)
+            out.append({"rows": rows, "mode": mode, "failed": err})
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        r["store_mb"] = round(size_mb, 1)
+        out.append(r)
+        print(f"  {mode:6s} {r['pairs_per_s']:8.0f} pairs/s  train {r['train_s']:7.1f} s  setup {r['setup_s']:6.1f} s"
+              f"  peak RSS {r['peak_rss_mb']:7.0f} MB  ({r['steps']} steps, {r['threads']} threads, "
+              f"loss {r['final_loss']})", flush=True)
+    return out
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[int, float]:
+    """rows -> streamed / in-memory pairs per second."""
+    by = {(r["rows"], r["mode"]): r for r in results if "failed" not in r}
+    return {n: by[n, "stream"]["pairs_per_s"] / by[n, "memory"]["pairs_per_s"]
+            for n in sorted({r["rows"] for r in results}) if (n, "stream") in by and (n, "memory") in by}
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for mode, style in (("memory", "o-"), ("stream", "s--")):
+        rs = sorted((r for r in results if r["mode"] == mode and "failed" not in r), key=lambda r: r["rows"])
+        n = [r["rows"] for r in rs]
+        axes[0].plot(n, [(r["train_s"] + r["setup_s"]) / r["epochs"] for r in rs], style, label=mode)
+        axes[1].plot(n, [r["peak_rss_mb"] / 1024 for r in rs], style, label=mode)
+    rat = ratios(results)
+    axes[2].plot(list(rat), list(rat.values()), "d-", color="C2")
+    axes[2].axhline(0.8, color="grey", lw=0.8, ls=":")
+    for ax, title in zip(axes, ("seconds per epoch (setup included)", "peak RSS (GB)", "streamed / in-memory pairs/s"),
+                         strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("training pairs")
+        ax.set_title(title, fontsize=10)
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from modalign.align.trainer import TrainConfig
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=1_000_000, help="pairs in the store")
-    p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype")
-    p.add_argument("--shard-size", type=int, default=65536)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=None, help="training steps per mode (default: one epoch)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cap-mb", type=int, default=0, help="RLIMIT_DATA of each child in MB (0: none); "
-                   "a child that runs out reports the MemoryError")
-    p.add_argument("--modes", nargs="+", default=["stream", "memory"], choices=["stream", "memory"])
-    p.add_argument("--dir", default=None, help="store folder (default: a temp dir, deleted afterwards)")
-    p.add_argument("--keep", action="store_true", help="keep (and reuse) --dir")
-    p.add_argument("--mode", default=None, help=argparse.SUPPRESS)  # set in the child processes
+    p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="pairs per run")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: the library's")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--modes", nargs="+", default=["memory", "stream"], choices=["memory", "stream"])
+    p.add_argument("--noise", type=float, default=0.5, help="noise on the resampled real pairs, in feature stds")
+    p.add_argument("--dir", type=Path, default=cache_dir("bench-stream"), help="store of the bench entries (kept)")
+    p.add_argument("--real-store", type=Path, default=default_store(), help="store holding the Tux features")
+    p.add_argument("--from", dest="inputs", nargs="+", type=Path, help="no run: merge these --json outputs")
+    p.add_argument("--plot", type=Path, default=None, help="cost-growth figure (png)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--mode", help=argparse.SUPPRESS)  # set in the child processes
+    p.add_argument("--digests", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.mode is not None:
         print(json.dumps(child(args)))
         return 0
-
     info = machine_info()
-    print_header("train from memory-mapped store shards", info)
-    folder = Path(args.dir or tempfile.mkdtemp(prefix="modalign-bench-stream-"))
-    try:
-        t0 = time.perf_counter()
-        if not (folder / "text" / f"shard-{ShardLayout(args.rows, args.shard_size, 1).n_shards - 1:06d}.npy").exists():
-            write_store(folder, args.rows, args.dim, args.shard_size, args.dtype, seed=0)
-        store_mb = sum(f.stat().st_size for f in folder.rglob("*.npy")) / 2**20
-        print(f"store: 2 x {args.rows} x {args.dim} {args.dtype} = {store_mb:.0f} MB on disk "
-              f"({store_mb * (2 if args.dtype == 'float16' else 1):.0f} MB as float32 in memory); "
-              f"written/checked in {time.perf_counter() - t0:.1f} s")
-        results = []
-        for mode in args.modes:
-            cmd = [sys.executable, __file__, "--mode", mode, "--dir", str(folder)] + [
-                a for k in ("rows", "dim", "dtype", "shard_size", "batch_size", "threads")
-                for a in (f"--{k.replace('_', '-')}", str(getattr(args, k)))] + ["--cap-mb", str(args.cap_mb)]
-            if args.steps is not None:
-                cmd += ["--steps", str(args.steps)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                err = (done.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"{mode:7s} failed (exit {done.returncode}): {err}")
-                results.append({"mode": mode, "failed": err})
-                continue
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            r = results[-1]
-            print(f"{mode:7s} {r['pairs_per_s']:>9.0f} pairs/s  peak RSS {r['peak_rss_mb']:>7.0f} MB  "
-                  f"peak RssAnon {r['peak_rss_anon_mb']:>7.0f} MB  load {r['load_s']:.1f} s  "
-                  f"({r['steps']} steps, loss {r['final_loss']})")
-        write_json(args.json, {"machine": info, "store_mb": store_mb, "args": vars(args), "results": results})
-    finally:
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+    if args.inputs:
+        results = [r for f in args.inputs for r in json.loads(f.read_text())["results"]]
+    else:
+        print_header("train(): streamed from the store vs in memory, 10k-1M pairs", info)
+        base = real_pairs(args.real_store)
+        print(f"real pairs: {len(base['image'])} Tux Paint stamps + captions; shard size {SHARD_SIZE}; batch "
+              f"{args.batch_size}; {args.epochs} epoch(s)", flush=True)
+        results = [r for n in args.rows for r in run_size(args, base, n)]
+    for n, ratio in ratios(results).items():
+        print(f"{n:>8d} pairs: streamed / in-memory = {ratio:.2f}x (goal >= 0.8)")
+    if args.plot:
+        plot(results, args.plot)
+    write_json(args.json, {"benchmark": "stream", "machine": info, "shard_size": SHARD_SIZE,
+                           "config": {k: str(v) for k, v in vars(args).items()}, "results": results,
+                           "ratios": {str(k): v for k, v in ratios(results).items()}})
     return 0
 
 
 if __name__ == "__main__":
+    RESULTS_DIR.mkdir(exist_ok=True)
     sys.exit(main())

@@ -139,11 +139,12 @@ def test_train_config_round_trip_and_unknown_keys():
         TrainConfig.from_dict({"epoch": 3})
 
 
-def test_fused_clip_loss_matches_cross_entropy_value_and_gradient():
+@pytest.mark.parametrize("temperature_inv", [20.0, 500.0])  # 500: logits spread past the one-exp path's range
+def test_fused_clip_loss_matches_cross_entropy_value_and_gradient(temperature_inv):
     torch.manual_seed(0)
     a = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     b = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
-    scale = torch.tensor(math.log(20.0), dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(math.log(temperature_inv), dtype=torch.float64, requires_grad=True)
     ours = clip_loss(a, b, scale)
     grads = torch.autograd.grad(ours, (a, b, scale))
     an, bn = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)

@@ -55,38 +55,63 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> to
     """
     a = F.normalize(a, dim=-1)
     b = F.normalize(b, dim=-1)
-    return _SymmetricDiagonalCE.apply(logit_scale.exp() * a @ b.t())  # logits: (B, B)
+    # the scale multiplies the (B, D) side, not the (B, B) logits: two fewer (B, B) passes and buffers
+    return _SymmetricDiagonalCE.apply((logit_scale.exp() * a) @ b.t())  # logits: (B, B)
+
+
+UNDERFLOW = 1e-30  # a row or column sum of exp(logits - global max) below this takes the per-row-max path
 
 
 class _SymmetricDiagonalCE(torch.autograd.Function):
     """0.5 * (row-wise + column-wise cross-entropy towards the diagonal) of square (B, B) logits.
 
     Same value and gradient as 0.5 * (F.cross_entropy(L, arange) + F.cross_entropy(L.t(), arange)),
-    with one (B, B) work buffer in forward and one in backward instead of a handful of (B, B)
+    with one (B, B) work buffer in forward and none in backward, instead of a handful of (B, B)
     temporaries and transposed copies: at B = 4096 that was as costly as the projector matmuls.
+    E = exp(L - max L) serves both directions (one exp, not two); when a whole row or column of E
+    would underflow (logits spread over more than ~70 nats) the row and column maxima are used instead.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor) -> torch.Tensor:  # logits: (B, B)
         work = torch.empty_like(logits)
+        top = logits.max()
+        torch.sub(logits, top, out=work).exp_()  # E: (B, B)
+        sum_r, sum_c = work.sum(dim=1), work.sum(dim=0)  # (B,), (B,)
+        if min(float(sum_r.min()), float(sum_c.min())) < UNDERFLOW:
+            return _SymmetricDiagonalCE._forward_stable(ctx, logits, work)
+        lse_r, lse_c = sum_r.log() + top, sum_c.log() + top
+        ctx.save_for_backward(logits, work, sum_r, sum_c)
+        return 0.5 * (lse_r.mean() + lse_c.mean()) - logits.diagonal().mean()
+
+    @staticmethod
+    def _forward_stable(ctx, logits: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """The same with the row maxima for rows and the column maxima for columns (two exp passes)."""
         m_r = logits.amax(dim=1, keepdim=True)  # (B, 1)
         torch.sub(logits, m_r, out=work).exp_()
-        lse_r = work.sum(dim=1, keepdim=True).log_().add_(m_r)  # (B, 1) row logsumexp
+        sum_r = work.sum(dim=1)  # (B,)
+        lse_r = sum_r.log() + m_r.squeeze(1)  # (B,) row logsumexp
         m_c = logits.amax(dim=0, keepdim=True)  # (1, B)
         torch.sub(logits, m_c, out=work).exp_()
-        sum_c = work.sum(dim=0, keepdim=True)  # (1, B)
-        lse_c = sum_c.log() + m_c  # (1, B) column logsumexp
-        loss = 0.5 * (lse_r.mean() + lse_c.mean()) - logits.diagonal().mean()
-        work.div_(sum_c)  # column softmax, kept for backward
-        ctx.save_for_backward(logits, lse_r, work)
-        return loss
+        sum_c = work.sum(dim=0)  # (B,)
+        lse_c = sum_c.log() + m_c.squeeze(0)  # (B,) column logsumexp
+        work.div_(sum_c)  # column softmax
+        ctx.save_for_backward(logits, work, lse_r, None)
+        return 0.5 * (lse_r.mean() + lse_c.mean()) - logits.diagonal().mean()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        logits, lse_r, p_col = ctx.saved_tensors
+        # logits and work are this function's own buffers (nothing else reads them): the gradient
+        # (row softmax + column softmax - 2 I) * grad_out / (2B) is written into the logits buffer
+        logits, work, first, second = ctx.saved_tensors
         n = logits.shape[0]
-        grad = torch.sub(logits, lse_r).exp_()  # (B, B) row softmax
-        grad.add_(p_col).mul_(grad_out / (2 * n))
+        half = grad_out / (2 * n)
+        grad = logits
+        if second is not None:  # work = E, first/second = its row/column sums
+            torch.mul(work, (half / first).unsqueeze(1), out=grad)  # row softmax
+            grad.addcmul_(work, (half / second).unsqueeze(0))  # + column softmax
+        else:  # work = column softmax, first = row logsumexp
+            grad.sub_(first.unsqueeze(1)).exp_().add_(work).mul_(half)
         grad.diagonal().sub_(grad_out / n)
         return grad
 

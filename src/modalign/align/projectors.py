@@ -117,8 +117,10 @@ class Standardize(nn.Module):
         self.mean.copy_(x.mean(dim=0))
         self.std.copy_(x.std(dim=0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.std))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim)
+        scale = self.std.reciprocal()  # (dim,)
+        # (x - mean) / std as one fused pass and one (B, dim) buffer instead of two
+        return torch.addcmul(-self.mean * scale, x, scale)
 
 
 def fit_input_statistics(projector: nn.Module, features: torch.Tensor) -> None:

@@ -8,6 +8,8 @@ feeds NaN into training or an index.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from modalign.store.report import EncodeReport
 from modalign.store.shards import ShardLayout, nonfinite_rows, shard_problem, vectors_path
 
 MAX_OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
+_PREAD = hasattr(os, "pread")  # positioned reads (not on Windows: there every read goes through a map)
 
 
 class StoredEmbeddings:
@@ -51,6 +54,7 @@ class StoredEmbeddings:
         self._verified: set[int] = set()  # shards whose checksum was checked by this object
         self._row_of: dict[str, int] | None = None
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._offsets: dict[int, int] = {}  # shard -> byte offset of its rows, once checked by this object
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -98,15 +102,69 @@ class StoredEmbeddings:
             raise IndexError(f"row index out of range for an entry of {n} rows")
         rows = np.where(rows < 0, rows + n, rows)
         out = np.empty((rows.size, self.dim), dtype=np.float32)  # (len(rows), dim)
-        shard_of = rows // self.layout.shard_size
-        for s in np.unique(shard_of):
-            pick = shard_of == s
-            out[pick] = self._shard(int(s))[rows[pick] - s * self.layout.shard_size]
+        if rows.size < 2 or bool((rows[1:] >= rows[:-1]).all()):
+            self._gather_sorted(rows, out)  # already in file order (a full read): no second copy
+        else:
+            order = np.argsort(rows, kind="stable")  # one pass: rows grouped by shard, in file order
+            staged = np.empty_like(out)
+            self._gather_sorted(rows[order], staged)
+            out[order] = staged
         bad = nonfinite_rows(out)
         if len(bad):
-            raise self._damaged(sorted({int(shard_of[b]) for b in bad}),
+            raise self._damaged(sorted({int(r) // self.layout.shard_size for r in rows[bad]}),
                                 f"NaN/inf in entry row(s) {_listing(rows[bad])}")
         return out
+
+    def _gather_sorted(self, rows: np.ndarray, dest: np.ndarray) -> None:
+        """Writes the vectors of sorted `rows` (k,) into dest (k, dim) float32, one shard at a time.
+
+        A shard read for the first time is opened (and checked) through its memory map; later reads of a
+        shard whose map was closed again use positioned reads, so a random batch touching thousands of
+        small shards neither reopens their maps nor holds a file descriptor per shard.
+        """
+        if rows.size == 0:
+            return
+        size = self.layout.shard_size
+        shard_of = rows // size
+        cuts = np.flatnonzero(np.diff(shard_of)) + 1  # where the next shard's rows start
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), rows.size], strict=True):
+            s = int(shard_of[lo])
+            local = rows[lo:hi] - s * size  # (m,) sorted rows inside shard s
+            arr = self._cached(s)
+            if arr is None and (s not in self._offsets or not _PREAD):
+                arr = self._shard(s)
+            if arr is not None:
+                dest[lo:hi] = arr[local]
+            else:
+                self._pread_rows(s, local, dest[lo:hi])
+
+    def _cached(self, index: int) -> np.ndarray | None:
+        with self._lock:
+            arr = self._open.get(index)
+            if arr is not None:
+                self._open.move_to_end(index)
+            return arr
+
+    def _pread_rows(self, index: int, local: np.ndarray, dest: np.ndarray) -> None:
+        """Reads sorted rows `local` of a checked shard into dest (m, dim): one read per run of consecutive rows."""
+        path = vectors_path(self.path, index)
+        dtype = np.dtype(self.key.dtype)  # the storage dtype; dest is float32
+        row_bytes = self.dim * dtype.itemsize
+        runs = [0, *(np.flatnonzero(np.diff(local) != 1) + 1).tolist(), local.size]
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise MismatchError(f"store entry {self.path} is damaged ({path.name}: {e}); "
+                                f"run encode again to repair it") from e
+        try:
+            for a, b in itertools.pairwise(runs):
+                want = (b - a) * row_bytes
+                buf = os.pread(fd, want, self._offsets[index] + int(local[a]) * row_bytes)
+                if len(buf) != want:
+                    raise self._damaged([index], f"the file is shorter than its {len(self.layout.rows(index))} rows")
+                dest[a:b] = np.frombuffer(buf, dtype=dtype).reshape(b - a, self.dim)
+        finally:
+            os.close(fd)
 
     def _damaged(self, shards: list[int], what: str) -> MismatchError:
         names = ", ".join(vectors_path(self.path, s).name for s in shards[:5]) + (" ..." if len(shards) > 5 else "")
@@ -137,6 +195,7 @@ class StoredEmbeddings:
                     raise self._damaged([index], problem)
                 self._verified.add(index)
             self._open[index] = arr
+            self._offsets[index] = int(getattr(arr, "offset", 0))  # where the rows start in the .npy file
             if len(self._open) > MAX_OPEN_SHARDS:
                 self._open.popitem(last=False)
             return arr

@@ -128,9 +128,11 @@ class EmbeddingStore:
             yield EncodePlan(list(column.ids), states, ShardLayout(len(column), shard_size, batch_size), [], start)
             return
         with ExitStack() as locks:
-            for folder in sorted({self.path_of(k) for k in keys.values()}):
+            # only the unfinished entries are locked (in one global order: no deadlock): a complete entry of
+            # the list stays readable by others, and is not waited for here, while the rest is encoded
+            for folder in sorted({s.folder for s in states if not s.done}):
                 locks.enter_context(entry_lock(folder))
-            states = [self._inspect(name, keys[name], encoder.layer_info(name).dim) for name in names]
+            states = [s if s.done else self._inspect(s.layer, s.key, s.dim) for s in states]
             todo = [s for s in states if not s.done]
             layout = _choose_layout(todo, ShardLayout(len(column), shard_size, batch_size))
             pending = [self._begin(s, layout, column, encoder) for s in todo]
