@@ -6,14 +6,16 @@ store's decode worker processes import only this, numpy and PIL (`ImageDecoder` 
 
 from __future__ import annotations
 
-import functools
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from modalign.data.images import SVG_RENDER_WIDTH, load_image
+from modalign.data.decode_cache import cached_pixels, decode_cache_root, settings_folder
+from modalign.data.images import SVG_RENDER_WIDTH, image_from_file_bytes, load_image, read_image_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,21 +59,20 @@ class ImageTransform:
 
     def to_array(self, img: Image.Image) -> np.ndarray:
         """RGB image -> normalised float32 (3, size, size): (pixel / 255 - mean) / std per channel."""
-        pixels = np.asarray(self.resize_image(img))  # (S, S, 3) uint8
-        lut = _normalise_table(tuple(self.mean), tuple(self.std))  # (3, 256)
-        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
-        for c in range(3):  # one table lookup per channel; the same float32 values as computing them
-            np.take(lut[c], pixels[..., c], out=out[c])
+        return self.normalise(np.asarray(self.resize_image(img)))
+
+    def resize_settings(self) -> dict:
+        """What decides the resized pixels (the decode cache's key); mean and std act after it."""
+        return {k: v for k, v in self.describe().items() if k not in ("mean", "std")}
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """(S, S, 3) uint8 -> (3, S, S) float32, in place on one buffer (each float32 op rounds as IEEE says,
+        so the values are the same whichever order the pixels are visited in)."""
+        out = pixels.transpose(2, 0, 1).astype(np.float32)  # (3, S, S), a new C-contiguous array
+        out /= np.float32(255.0)
+        out -= np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        out /= np.asarray(self.std, dtype=np.float32)[:, None, None]
         return out
-
-
-@functools.lru_cache(maxsize=16)
-def _normalise_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(3, 256) float32: the normalised value of every uint8 level, with the same float32 ops as per pixel."""
-    levels = np.arange(256, dtype=np.float32) / 255.0  # (256,)
-    table = (levels[None, :] - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[:, None]
-    table.setflags(write=False)
-    return table
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,19 @@ class ImageDecoder:
     torch-free so that the store can run it in worker processes (SVG rendering holds the GIL)."""
 
     transform: ImageTransform
+    cache: Path | None = None  # decode cache root (data.decode_cache) for files; None: decode every time
 
     def __call__(self, item: object) -> np.ndarray:
-        return self.transform.to_array(load_image(item))
+        if self.cache is None or not isinstance(item, str | os.PathLike):
+            return self.transform.to_array(load_image(item))
+        path = Path(item)
+        data = read_image_file(path)  # read once: hashed for the cache key, decoded on a miss
+        folder = settings_folder(self.cache, self.transform.resize_settings())
+        pixels = cached_pixels(folder, data, path.name,
+                               lambda: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
+        return self.transform.normalise(pixels)
+
+
+def image_decoder(transform: ImageTransform) -> ImageDecoder:
+    """The decoder encoders use: with the decode cache unless $MODALIGN_DECODE_CACHE turns it off."""
+    return ImageDecoder(transform, decode_cache_root())

@@ -28,8 +28,8 @@ from modalign.data.svg import SVG_RENDER_WIDTH, render_svg
 from modalign.errors import ImageTooLarge, InvalidItem
 from modalign.utils.io import NotARegularFile, open_regular
 
-__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "SVG_RENDER_WIDTH", "decode_image_bytes", "load_image", "load_text",
-           "open_image", "read_image_file", "to_rgb"]
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "SVG_RENDER_WIDTH", "decode_image_bytes", "image_from_file_bytes",
+           "load_image", "load_text", "open_image", "read_image_file", "to_rgb"]
 
 # Decompression-bomb guard: refuse images above this many pixels (PIL's default is 89M and only warns).
 MAX_PIXELS = 64_000_000
@@ -49,13 +49,19 @@ def load_image(item: Any, background: tuple[int, int, int] = (255, 255, 255)) ->
         img = Image.fromarray(arr)
     elif isinstance(item, str | Path):
         path = Path(item)
-        data = read_image_file(path)
-        if path.suffix.lower() in SVG_SUFFIXES:
-            rendered = render_svg(data, path.name, max_pixels=MAX_PIXELS)
-            return to_rgb(decode_image_bytes(rendered, path.name), background)
-        img = decode_image_bytes(data, path.name)
+        return image_from_file_bytes(read_image_file(path), path.name, background)
     else:
         raise InvalidItem(f"not an image: {type(item).__name__}")
+    if img.width == 0 or img.height == 0:
+        raise InvalidItem("empty image (0 pixels)")
+    return to_rgb(img, background)
+
+
+def image_from_file_bytes(data: bytes, name: str, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """An image file's bytes -> RGB PIL image; `name`'s suffix says whether it is an SVG (rendered) or a raster."""
+    if Path(name).suffix.lower() in SVG_SUFFIXES:
+        return to_rgb(decode_image_bytes(render_svg(data, name, max_pixels=MAX_PIXELS), name), background)
+    img = decode_image_bytes(data, name)
     if img.width == 0 or img.height == 0:
         raise InvalidItem("empty image (0 pixels)")
     return to_rgb(img, background)

@@ -8,9 +8,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from modalign.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, ImageTransform
+from modalign.data.image_transform import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDecoder,
+    ImageTransform,
+    image_decoder,
+)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageDecoder", "ImageTransform", "TransformedImages"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageDecoder", "ImageTransform", "TransformedImages", "image_decoder"]
 
 
 class TransformedImages:
@@ -19,10 +25,10 @@ class TransformedImages:
     transform: ImageTransform
 
     def load(self, item: Any) -> np.ndarray:  # raw item -> (3, S, S) float32
-        return ImageDecoder(self.transform)(item)
+        return image_decoder(self.transform)(item)
 
     def process_loader(self) -> Callable[[Any], Any] | None:
-        return ImageDecoder(self.transform)  # picklable, torch-free: the store may decode in processes
+        return image_decoder(self.transform)  # picklable, torch-free: the store may decode in processes
 
     def collate(self, loaded: Sequence[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack(loaded, axis=0))  # (B, 3, S, S)

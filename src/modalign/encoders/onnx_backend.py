@@ -22,7 +22,13 @@ import torch
 from modalign.encoders.base import FINAL_LAYER, Encoder, LayerInfo
 from modalign.encoders.common import opt_choice, opt_float, opt_floats, opt_int, pool_features
 from modalign.encoders.fast_path import session_options
-from modalign.encoders.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, ImageTransform
+from modalign.encoders.image_transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDecoder,
+    ImageTransform,
+    image_decoder,
+)
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_file
@@ -97,10 +103,10 @@ class OnnxImageEncoder(Encoder):
 
     # ---- the pipeline ------------------------------------------------------------------------
     def load(self, item: Any) -> np.ndarray:
-        return ImageDecoder(self.transform)(item)
+        return image_decoder(self.transform)(item)
 
     def process_loader(self) -> ImageDecoder:
-        return ImageDecoder(self.transform)  # picklable, torch-free: the store may decode in processes
+        return image_decoder(self.transform)  # picklable, torch-free: the store may decode in processes
 
     def collate(self, loaded: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack(loaded, axis=0).astype(np.float32, copy=False)  # (B, 3, S, S)
