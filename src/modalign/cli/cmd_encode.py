@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from modalign.data.registry import load_dataset
     from modalign.encoders import create_encoder
-    from modalign.features.pipeline import column_for
+    from modalign.features.pipeline import column_for, log_skipped
 
     encoder = create_encoder(args.encoder, device=args.device)
     dataset = load_dataset(args.data, **data_options(args))
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                      "skipped": len(e.skipped), "path": str(e.path)})
     print_table(rows, ["layer", "dim", "items", "encoded", "skipped", "path"], title=f"{args.encoder} on {args.data}")
     first = next(iter(entries.values()))
+    log_skipped(first, args.encoder)
     if first.skipped:
         print(first.report.summary())
     return 0

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="max training epochs of the trained baseline (default: 100 with early stopping)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fashion-per-class", type=int, default=50, help="Fashion-MNIST test images per class")
+    p.add_argument("--tux-root", type=Path, default=None,
+                   help="a Tux Paint stamps folder (default: the Debian package's, /usr/share/tuxpaint/stamps)")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -43,11 +45,20 @@ def run(args: argparse.Namespace) -> int:
     fit_cfg.train.device = args.device
     if args.epochs is not None:
         fit_cfg.train.epochs = args.epochs
-    cfg = QuickstartConfig(out_dir=args.out, fit=fit_cfg, fashion_per_class=args.fashion_per_class)
+    cfg = QuickstartConfig(out_dir=args.out, fit=fit_cfg, fashion_per_class=args.fashion_per_class,
+                           tux_root=args.tux_root, store_flag=args.store)
     result = run_quickstart(cfg, open_store(args), progress=not args.quiet)
     rows = [*result.table, {"method": "chance", **result.chance}]
-    print_table(rows, COLUMNS, title="modalign quickstart: Tux Paint held-out retrieval and zero-shot")
+    held = result.held_out
+    print_table(rows, COLUMNS, title=f"modalign quickstart: retrieval on {held['scored']} held-out Tux Paint stamps, "
+                                     "zero-shot")
+    if held["left out"]:
+        print(f"({held['left out']} of the {held['split']} held-out stamps have no usable image or caption: "
+              "left out of every figure)")
     print(result.verdict)
+    print("The same figures from the command line (the first row is the model, the others its baselines):")
+    for command in result.commands:
+        print(f"  {command}")
     print(f"report: {result.report}   model: {result.out_dir / 'model'}   "
           f"({result.seconds['total']:.0f}s, encode {result.seconds['encode']:.0f}s)")
     return 0

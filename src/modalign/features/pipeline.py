@@ -42,9 +42,19 @@ def encode_column(store: EmbeddingStore, column: Column, encoder: Encoder, layer
     if not isinstance(layer, str):
         names = encoder.resolve_layers(as_layer_list(layer))
         out = store.encode(column, encoder, names, dtype=dtype, batch_size=batch_size, progress=progress)
+        log_skipped(out[names[0]], encoder.spec)
         return StackedEmbeddings([out[n] for n in names])
     (layer,) = encoder.resolve_layers(layer)  # "-1" -> "final": the store keys entries by resolved name
-    return store.encode(column, encoder, [layer], dtype=dtype, batch_size=batch_size, progress=progress)[layer]
+    entry = store.encode(column, encoder, [layer], dtype=dtype, batch_size=batch_size, progress=progress)[layer]
+    log_skipped(entry, encoder.spec)
+    return entry
+
+
+def log_skipped(entry: StoredEmbeddings, what: str) -> None:
+    """With -v (debug logging): every item the encoder could not use, by name, with its reason."""
+    if entry.skipped and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s skipped %d item(s): %s", what, len(entry.skipped),
+                     "; ".join(f"{item}: {reason}" for item, reason in entry.skipped.items()))
 
 
 def encode_dataset(dataset: AlignedDataset, encoders: Mapping[str, Encoder], store: EmbeddingStore,

@@ -29,6 +29,14 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def held_out_sentence(held_out: dict[str, int] | None) -> str:
+    """'; 138 held-out stamps scored (2 left out: no usable image or caption)': the count every figure is over."""
+    if not held_out:
+        return ""
+    left = f" ({held_out['left out']} left out: no usable image or caption)" if held_out["left out"] else ""
+    return f"; {held_out['scored']} held-out stamps scored{left}"
+
+
 def retrieval_grid(out: Path, tux, run, model, store, n_queries: int = 6, k: int = 5) -> Path:
     """Top-k test images for a few test captions (fixed pick), scored by the trained model."""
     from modalign.features.pipeline import encode_dataset, select_rows
@@ -55,7 +63,8 @@ def retrieval_grid(out: Path, tux, run, model, store, n_queries: int = 6, k: int
 
 
 def write_report(out: Path, tux, run, models: dict, zs_tux: dict, zs_fmnist: dict, table: list[dict],
-                 chance: dict[str, float], seconds: dict[str, float], store, verdict: str = "") -> Path:
+                 chance: dict[str, float], seconds: dict[str, float], store, verdict: str = "",
+                 held_out: dict[str, int] | None = None) -> Path:
     from modalign.report.plots import plot_method_bars
 
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +76,7 @@ def write_report(out: Path, tux, run, models: dict, zs_tux: dict, zs_fmnist: dic
               "Fashion-MNIST mean class recall": zs_fmnist[m]["mean_per_class_recall"]} for m in models}
     plot_method_bars(zs, list(next(iter(zs.values()))), out / "zeroshot.png", title="zero-shot classification")
     retrieval_grid(out, tux, run, models[method], store)
-    results = {"table": table, "chance": chance, "seconds": seconds, "verdict": verdict,
+    results = {"table": table, "chance": chance, "seconds": seconds, "verdict": verdict, "held_out": held_out,
                "retrieval": run.results, "zeroshot_tux": zs_tux, "zeroshot_fashion_mnist": zs_fmnist}
     atomic_write(out / "results.json", lambda f: json.dump(results, f, indent=2), mode="w")
 
@@ -79,8 +88,8 @@ def write_report(out: Path, tux, run, models: dict, zs_tux: dict, zs_fmnist: dic
         "",
         f"Frozen encoders: image `{fit_cfg['encoders']['image']}`, text `{fit_cfg['encoders']['text']}`. "
         f"Data: {tux.n_groups} Tux Paint stamps with captions, split by stamp "
-        f"({', '.join(f'{k} {v}' for k, v in n.items())}). The default method `{method}` first, then every "
-        "baseline, fitted on the same cached features.",
+        f"({', '.join(f'{k} {v}' for k, v in n.items())}){held_out_sentence(held_out)}. The default method "
+        f"`{method}` first, then every baseline, fitted on the same cached features.",
         "",
         "## Results",
         "",
