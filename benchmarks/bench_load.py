@@ -55,26 +55,57 @@ class Tally:
         self.timing: list[dict[str, float]] = []
 
 
-async def _client(http, until: float, tally: Tally, i: int) -> None:
+class Conn:
+    """One keep-alive HTTP/1.1 connection on raw asyncio streams: a load generator that costs a fraction of
+    an HTTP library's CPU per request, so that on a shared 2-core box the figures are the server's, not the
+    client's (httpx at 128 connections used more CPU than the server it measured)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {KEY}\r\n"
+                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)}
+        data = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return int(head[0].split()[1]), headers, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def _client(conn: Conn, until: float, tally: Tally, i: int) -> None:
     n = i
     while time.perf_counter() < until:
         q = QUERIES[n % len(QUERIES)] + ("" if n % 3 else f" number {n % 17}")
         n += 1
         t0 = time.perf_counter()
         try:
-            r = await http.post("/search/text", json={"text": q, "k": 10})
-            if r.status_code == 503 and "retry-after" in r.headers:
+            status, headers, data = await conn.post("/search/text", json.dumps({"text": q, "k": 10}).encode())
+            if status == 503 and "retry-after" in headers:
                 tally.shed += 1
-                await asyncio.sleep(min(float(r.headers["retry-after"]), max(0.0, until - time.perf_counter())))
+                await asyncio.sleep(min(float(headers["retry-after"]), max(0.0, until - time.perf_counter())))
                 continue
-            if r.status_code != 200 or len(r.json()["results"]) != 10:
-                tally.errors.append(f"{r.status_code}: {r.text[:100]}")
+            if status != 200 or len(json.loads(data)["results"]) != 10:
+                tally.errors.append(f"{status}: {data[:100]!r}")
                 continue
         except Exception as e:  # noqa: BLE001 - every failure is counted and reported
             tally.errors.append(repr(e))
+            await conn.close()
             continue
         tally.lat.append(time.perf_counter() - t0)
-        tally.timing.append(_server_timing(r.headers.get("server-timing", "")))
+        tally.timing.append(_server_timing(headers.get("server-timing", "")))
+    await conn.close()
 
 
 def _server_timing(header: str) -> dict[str, float]:
@@ -88,15 +119,29 @@ def _server_timing(header: str) -> dict[str, float]:
 
 
 async def _run(base: str, clients: int, seconds: float) -> tuple[Tally, float]:
-    import httpx
-
+    host, port = base.removeprefix("http://").split(":")
     tally = Tally()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
-                                 limits=limits) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(_client(http, t0 + seconds, tally, i) for i in range(clients)))
-        return tally, time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_client(Conn(host, int(port)), t0 + seconds, tally, i) for i in range(clients)))
+    return tally, time.perf_counter() - t0
+
+
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds used so far by the server (pid) or by this load generator."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def _server_parts(tally: Tally) -> dict[str, float]:
+    """p50 / p99 ms of each part the server reports (queue wait, encode, search) over a level's requests."""
+    out = {}
+    for k in ("queue", "encode", "search"):
+        v = [t[k] for t in tally.timing if k in t]
+        if v:
+            out[f"{k}_p50_ms"], out[f"{k}_p99_ms"] = round(float(np.median(v)), 1), round(float(np.percentile(v, 99)), 1)
+    return out
 
 
 def _summary(tally: Tally, wall: float, clients: int, rss: tuple[float, float]) -> dict:
@@ -105,7 +150,7 @@ def _summary(tally: Tally, wall: float, clients: int, rss: tuple[float, float]) 
             "failed": len(tally.errors), "throughput_rps": round(len(tally.lat) / wall, 1),
             "p50_ms": round(float(np.median(ms)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "rss_before_mb": round(rss[0], 1), "rss_after_mb": round(rss[1], 1),
-            "rss_growth_mb": round(rss[1] - rss[0], 1), "first_errors": tally.errors[:3]}
+            "rss_growth_mb": round(rss[1] - rss[0], 1), **_server_parts(tally), "first_errors": tally.errors[:3]}
 
 
 def _breakdown(tally: Tally) -> dict[str, float]:
@@ -147,9 +192,10 @@ def measure(index: Path, src: Path | None, levels: list[int], seconds: float, ex
         lone, _ = asyncio.run(_run(base, 1, min(seconds, 5.0)))
         rows = []
         for clients in levels:
-            rss0 = _rss_mb(server.pid)
+            rss0, cpu0 = _rss_mb(server.pid), (_cpu_s(server.pid), _cpu_s())
             tally, wall = asyncio.run(_run(base, clients, seconds))
             rows.append(_summary(tally, wall, clients, (rss0, _rss_mb(server.pid))))
+            rows[-1].update(server_cpu_s=round(_cpu_s(server.pid) - cpu0[0], 1), client_cpu_s=round(_cpu_s() - cpu0[1], 1))
             print(json.dumps(rows[-1]), flush=True)
             time.sleep(1.0)  # let a shed backlog drain between levels
         return {"levels": rows, "one_client": _breakdown(lone)}

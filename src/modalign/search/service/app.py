@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,8 +34,13 @@ def create_app(index: Any, model: Any, config: ServiceConfig, reranker: Any = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the model, tokenizer and index are millions of long-lived objects: a full GC pass over them stalls
+        # every request in flight (the tail of the latency); freezing them takes them out of the collector
+        gc.collect()
+        gc.freeze()
         yield
         batcher.close()
+        gc.unfreeze()
 
     app = FastAPI(title="modalign search", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     ctx = routes.Context(config, index, model, batcher, Thumbnails(config.thumb_size, config.thumb_cache),
