@@ -18,6 +18,14 @@ The full cold encode of the collection (hours on 2 shared cores) is not timed he
 reports each entry's created -> completed seconds from its manifest, waits on a shared machine included.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_scale_throughput.py --threads 2 --json benchmarks/results/scale_throughput.json
+
+With --encode-sets, it instead encodes those sets (render, then minilm-l6 captions, then effnet-lite0
+icons, float32, batch 32) into --store, timing each step per set, and starts no new set after --budget-s
+seconds: the cold encode rate at scale, on the sets no other run has encoded yet (each finished set is
+its own complete store entry, read by bench_scale.py).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_scale_throughput.py --encode-sets uil tabler --budget-s 600 \
+        --json benchmarks/results/scale_encode_1.json
 """
 
 from __future__ import annotations
@@ -121,6 +129,31 @@ def time_train(full: Any, labels: np.ndarray, encoders: dict[str, Any], store: E
     return out
 
 
+def encode_sets(store: EmbeddingStore, encoders: dict[str, Any], sets: list[str], budget_s: float,
+                batch_size: int) -> list[dict[str, Any]]:
+    """Per set: load + render seconds, then each modality's encode seconds and items/s into `store`."""
+    out: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for prefix in sets:
+        if time.perf_counter() - t_start > budget_s:
+            print(f"budget of {budget_s:.0f}s spent: {prefix} and later sets left for another run", flush=True)
+            break
+        t0 = time.perf_counter()
+        ds = load_iconify(sets=prefix)
+        row: dict[str, Any] = {"set": prefix, "n": len(ds.column("image")), "load_render_seconds": time.perf_counter() - t0}
+        for m, key in (("text", "text"), ("image", "image")):
+            col = ds.column(m)
+            already = store.get(col, encoders[m], FINAL_LAYER) is not None
+            t1 = time.perf_counter()
+            store.encode(col, encoders[m], [FINAL_LAYER], batch_size=batch_size, progress=False)
+            s = time.perf_counter() - t1
+            row[key] = {"seconds": s, "items_per_second": len(col) / s, "was_complete_before": already}
+        out.append(row)
+        print(f"{prefix}: {row['n']} icons; load+render {row['load_render_seconds']:.1f}s; text "
+              f"{row['text']['items_per_second']:.0f}/s; image {row['image']['items_per_second']:.1f}/s", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--store", type=Path, default=None, help=f"the encoded collection (default: {default_store()})")
@@ -132,12 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--encode-sets", nargs="+", default=None, help="only encode these sets into --store, timed")
+    p.add_argument("--budget-s", type=float, default=600, help="--encode-sets: start no new set after this")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine_info()
     print_header("encode / store / train throughput on Iconify icons", info)
     store = EmbeddingStore(args.store or default_store())
     encoders = {"image": create_encoder("effnet-lite0"), "text": create_encoder("minilm-l6")}
+    if args.encode_sets:
+        t0 = time.perf_counter()
+        rows = encode_sets(store, encoders, args.encode_sets, args.budget_s, args.batch_size)
+        write_json(args.json, {"benchmark": "scale_encode", "machine": info, "config": vars(args), "sets": rows,
+                               "seconds": time.perf_counter() - t0})
+        return 0
     t0 = time.perf_counter()
     full, labels, _, facts, _ = load_collection(store, encoders, "iconify", args.sets)
     read_s = sum(f["read_seconds"] for f in facts)
