@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from modalign.errors import NotFoundError
+from modalign.utils.paths import user_path
 
 HUB_PREFIX = "hf-hub:"
 
@@ -32,10 +33,10 @@ def resolve(spec: str | Path, cache_dir: str | Path | None = None, local_dir: st
     """"hf-hub:org/name" -> a local folder (downloaded or from the cache); any other spec is a local path."""
     spec = str(spec)
     if not spec.startswith(HUB_PREFIX):
-        return Path(spec)
+        return user_path(spec)
     repo_id = spec[len(HUB_PREFIX):]
     if local_dir is not None:
-        return Path(local_dir)
+        return user_path(local_dir)
     hf = hf_module()
     offline = hub_offline() if offline is None else offline
     try:
