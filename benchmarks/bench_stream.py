@@ -164,12 +164,9 @@ def ratios(results: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from modalign.utils.figures import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = new_figure(1, 3, figsize=(13, 3.8))
     for mode, style in (("memory", "o-"), ("stream", "s--")):
         rs = sorted((r for r in results if r["mode"] == mode and "failed" not in r), key=lambda r: r["rows"])
         n = [r["rows"] for r in rs]
@@ -186,9 +183,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    print(f"wrote {save_figure(fig, path)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", type=float, default=0.5, help="noise on the resampled real pairs, in feature stds")
     p.add_argument("--dir", type=Path, default=cache_dir("bench-stream"), help="store of the bench entries (kept)")
     p.add_argument("--real-store", type=Path, default=default_store(), help="store holding the Tux features")
+    p.add_argument("--prepare", action="store_true", help="only write the entries (no timing: no lock needed)")
     p.add_argument("--from", dest="inputs", nargs="+", type=Path, help="no run: merge these --json outputs")
     p.add_argument("--plot", type=Path, default=None, help="cost-growth figure (png)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -220,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         base = real_pairs(args.real_store)
         print(f"real pairs: {len(base['image'])} Tux Paint stamps + captions; shard size {SHARD_SIZE}; batch "
               f"{args.batch_size}; {args.epochs} epoch(s)", flush=True)
+        if args.prepare:
+            for n in args.rows:
+                write_entries(args.dir, base, n, args.noise)
+            return 0
         results = [r for n in args.rows for r in run_size(args, base, n)]
     for n, ratio in ratios(results).items():
         print(f"{n:>8d} pairs: streamed / in-memory = {ratio:.2f}x (goal >= 0.8)")
