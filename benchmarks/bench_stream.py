@@ -108,6 +108,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cap_mb:  # a hard cap on private writable memory (heap), not on the page cache of the shards
+        resource.setrlimit(resource.RLIMIT_DATA, (args.cap_mb * 2**20, args.cap_mb * 2**20))
     t0 = time.perf_counter()
     store = EmbeddingStore(args.dir)
     entries = {m: store.open(d) for m, d in zip(MODALITIES, args.digests, strict=True)}
@@ -140,7 +142,8 @@ def run_size(args: argparse.Namespace, base: dict[str, np.ndarray], rows: int) -
     out = []
     for mode in args.modes:
         cmd = [sys.executable, __file__, "--mode", mode, "--dir", str(args.dir), "--digests", *digests.values(),
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+               "--cap-mb", str(args.cap_mb)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             err = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: the library's")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--modes", nargs="+", default=["memory", "stream"], choices=["memory", "stream"])
+    p.add_argument("--cap-mb", type=int, default=0, help="RLIMIT_DATA of each run in MB (0: none): a run that "
+                   "needs more private memory fails and is reported")
     p.add_argument("--noise", type=float, default=0.5, help="noise on the resampled real pairs, in feature stds")
     p.add_argument("--dir", type=Path, default=cache_dir("bench-stream"), help="store of the bench entries (kept)")
     p.add_argument("--real-store", type=Path, default=default_store(), help="store holding the Tux features")
