@@ -108,6 +108,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cap_mb:  # a hard cap on private writable memory (heap), not on the page cache of the shards
+        resource.setrlimit(resource.RLIMIT_DATA, (args.cap_mb * 2**20, args.cap_mb * 2**20))
     t0 = time.perf_counter()
     store = EmbeddingStore(args.dir)
     entries = {m: store.open(d) for m, d in zip(MODALITIES, args.digests, strict=True)}
@@ -140,7 +142,8 @@ def run_size(args: argparse.Namespace, base: dict[str, np.ndarray], rows: int) -
     out = []
     for mode in args.modes:
         cmd = [sys.executable, __file__, "--mode", mode, "--dir", str(args.dir), "--digests", *digests.values(),
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+               "--cap-mb", str(args.cap_mb)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             err = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -164,12 +167,9 @@ def ratios(results: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from modalign.utils.figures import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = new_figure(1, 3, figsize=(13, 3.8))
     for mode, style in (("memory", "o-"), ("stream", "s--")):
         rs = sorted((r for r in results if r["mode"] == mode and "failed" not in r), key=lambda r: r["rows"])
         n = [r["rows"] for r in rs]
@@ -186,9 +186,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    print(f"wrote {save_figure(fig, path)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: the library's")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--modes", nargs="+", default=["memory", "stream"], choices=["memory", "stream"])
+    p.add_argument("--cap-mb", type=int, default=0, help="RLIMIT_DATA of each run in MB (0: none): a run that "
+                   "needs more private memory fails and is reported")
     p.add_argument("--noise", type=float, default=0.5, help="noise on the resampled real pairs, in feature stds")
     p.add_argument("--dir", type=Path, default=cache_dir("bench-stream"), help="store of the bench entries (kept)")
     p.add_argument("--real-store", type=Path, default=default_store(), help="store holding the Tux features")
+    p.add_argument("--prepare", action="store_true", help="only write the entries (no timing: no lock needed)")
     p.add_argument("--from", dest="inputs", nargs="+", type=Path, help="no run: merge these --json outputs")
     p.add_argument("--plot", type=Path, default=None, help="cost-growth figure (png)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -220,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         base = real_pairs(args.real_store)
         print(f"real pairs: {len(base['image'])} Tux Paint stamps + captions; shard size {SHARD_SIZE}; batch "
               f"{args.batch_size}; {args.epochs} epoch(s)", flush=True)
+        if args.prepare:
+            for n in args.rows:
+                write_entries(args.dir, base, n, args.noise)
+            return 0
         results = [r for n in args.rows for r in run_size(args, base, n)]
     for n, ratio in ratios(results).items():
         print(f"{n:>8d} pairs: streamed / in-memory = {ratio:.2f}x (goal >= 0.8)")

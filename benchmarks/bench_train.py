@@ -4,7 +4,7 @@ What is measured:
   loop   modalign.align.trainer.train() on an AlignedModel with the default MLP projector
          (ProjectorConfig: out 512, hidden 1024, depth 2, residual shortcut, input LayerNorm) on both
          towers, image features 1280-d and text features 384-d, N random rows (standard normal, one
-         group per row), batch 4096, no validation set. Epoch times are read with perf_counter in the
+         group per row), the library's batch size (TrainConfig: 256) unless --batch-size, no validation set. Epoch times are read with perf_counter in the
          on_epoch callback (callback time excluded); the first epoch is a warm-up and is not counted.
   floor  the same shapes as bare torch.mm calls on preallocated tensors (no autograd graph): per tower
          the forward of Linear(d, 1024), Linear(1024, 512) and the shortcut Linear(d, 512), their
@@ -16,7 +16,8 @@ measured epochs (goal < 30%). Everything runs in one process with torch's defaul
 changes that for both).
 With --profile, one short train() run is profiled with torch.profiler and the top ops are printed.
 
-    python benchmarks/bench_train.py                                 # N=65536, 4 epochs (1 warm-up)
+    python benchmarks/bench_train.py                                 # N=65536, 4 epochs (1 warm-up), batch 256
+    OMP_NUM_THREADS=2 python benchmarks/bench_train.py --threads 2 --batch-size 4096   # issue 13's setting
     python benchmarks/bench_train.py --n 16384 --epochs 6 --profile --json benchmarks/results/train.json
 """
 
@@ -161,7 +162,7 @@ def profile(args: argparse.Namespace, dims: dict[str, int], proj: ProjectorConfi
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=65536, help="training rows (pairs)")
-    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: the library's")
     p.add_argument("--epochs", type=int, default=4, help="the first is a warm-up; at least 2")
     p.add_argument("--floor-steps", type=int, default=3, help="floor steps timed after each epoch")
     p.add_argument("--image-dim", type=int, default=1280)

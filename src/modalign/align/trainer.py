@@ -31,6 +31,8 @@ from modalign.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
 
+CHECK_ROWS = 65_536  # rows checked for NaN/inf at a time
+
 
 @dataclass
 class TrainConfig:
@@ -160,7 +162,9 @@ def check_finite_features(data: FeatureSet, what: str) -> None:
     for m, x in data.features.items():
         if not isinstance(x, torch.Tensor):
             continue
-        bad = torch.nonzero(~torch.isfinite(x).all(dim=1)).flatten()  # (k,) rows with a NaN/inf
+        # (k,) rows with a NaN/inf, checked in blocks: a (n, d) bool mask of a million rows is gigabytes
+        bad = torch.cat([torch.nonzero(~torch.isfinite(x[i:i + CHECK_ROWS]).all(dim=1)).flatten() + i
+                         for i in range(0, len(x), CHECK_ROWS)] or [torch.zeros(0, dtype=torch.long)])
         if len(bad):
             rows = ", ".join(str(int(r)) for r in bad[:5]) + (f" ... ({len(bad)} rows)" if len(bad) > 5 else "")
             raise NonFiniteError(f"the {what} {m} features hold NaN/inf in row(s) {rows} of {len(x)}: training on "

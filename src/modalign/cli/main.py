@@ -9,11 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from modalign import __version__
 from modalign.cli.commands import COMMANDS
 from modalign.cli.common import setup_logging
 from modalign.errors import ModalignError
+from modalign.utils.paths import user_path
 
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # full disk, file-size limit, quota
 
@@ -46,10 +48,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def expand_user_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every path option with "~" expanded: a shell leaves a quoted "~/runs" or `--out=~/runs` as it is."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, user_path(value))
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(args, name, [user_path(v) for v in value])
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = expand_user_paths(parser.parse_args(argv))
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -35,6 +35,7 @@ from modalign.data.column import AlignedDataset
 from modalign.errors import ConfigError
 from modalign.features.pipeline import encode_column
 from modalign.utils.io import atomic_write
+from modalign.utils.paths import user_path
 
 if TYPE_CHECKING:
     from modalign.model import AlignedModel
@@ -230,7 +231,7 @@ def write_pairs(dataset: AlignedDataset, result: CurationResult, path: str | Pat
 
     Columns: image (absolute path), caption, concept, similarity, group (the group's name).
     """
-    path = Path(path)
+    path = user_path(path)
     if path.suffix.lower() not in (".csv", ".jsonl"):
         raise ConfigError(f"write the curated pairs to a .csv or .jsonl file, not {path.name}")
     images, texts = dataset.column("image"), dataset.column("text")

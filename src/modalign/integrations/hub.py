@@ -21,6 +21,7 @@ from typing import Any
 
 from modalign.model import AlignedModel
 from modalign.utils.hub import HUB_PREFIX, hf_module, resolve
+from modalign.utils.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def write_to_cache(folder: str | Path, repo_id: str, cache_dir: str | Path, comm
     offline machine can load it as "hf-hub:org/name" (a mirror, or a test without the network)."""
     import shutil
 
-    root = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    root = user_path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snap = root / "snapshots" / commit
     if snap.exists():
         shutil.rmtree(snap)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from modalign.utils.paths import user_path
+
 logger = logging.getLogger(__name__)
 
 _NOT_SCALARS = ("epoch", "step")
@@ -31,7 +33,7 @@ class TensorBoardLogger:
         except ImportError as e:
             raise ImportError("TensorBoard logging needs the `tensorboard` package: "
                               "pip install 'modalign[tracking]'") from e
-        self.log_dir = Path(log_dir)
+        self.log_dir = user_path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self.then = then  # another on_epoch callback to chain (e.g. fit's metrics.jsonl writer)
         if config:
@@ -64,6 +66,6 @@ def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] from the event files under `log_dir` (tensorboard's EventAccumulator)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(log_dir))
+    acc = EventAccumulator(str(user_path(log_dir)))
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -31,6 +31,7 @@ from modalign.errors import ConfigError, MismatchError
 from modalign.search import storage
 from modalign.search.backends import IndexParams, VectorIndex, auto_kind, default_params
 from modalign.search.metadata import Item, Metadata
+from modalign.utils.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def model_config_hash(model_dir: str | Path) -> str:
     """Hash of a saved model's config.json and weights: an index is valid only for the space it was built in."""
     from modalign.utils.hashing import hash_files
 
-    model_dir = Path(model_dir)
+    model_dir = user_path(model_dir)
     files = [model_dir / "config.json", model_dir / "model.safetensors"]
     missing = [f for f in files if not f.is_file()]
     if missing:
@@ -54,7 +55,7 @@ def model_config_hash(model_dir: str | Path) -> str:
 def space_hash(model_dir: str | Path) -> str:
     """The embedding space a model writes into: its own config hash, or, for a compatible upgrade bundle
     (modalign.workflows.upgrade), the hash of the old model it maps into."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    cfg = json.loads((user_path(model_dir) / "config.json").read_text())
     return cfg.get("metadata", {}).get("compatible_with", {}).get("space") or model_config_hash(model_dir)
 
 
@@ -118,7 +119,7 @@ class SearchIndex:
                 (folder / name).unlink(missing_ok=True)
             storage.remove_stale(folder, -1)
             now = time.time()
-            info = IndexInfo(str(Path(model_dir).resolve()), space_hash(model_dir), embed_dim, modality, kind,
+            info = IndexInfo(str(user_path(model_dir).resolve()), space_hash(model_dir), embed_dim, modality, kind,
                              vectors.params.to_dict(), created=now, updated=now, generation=-1)
             index = cls(folder, info, vectors, Metadata(folder / ITEMS_NAME))
             index._commit(vectors_changed=True)

@@ -15,6 +15,7 @@ from types import ModuleType
 from urllib.parse import urlsplit
 
 from modalign.errors import NotFoundError
+from modalign.utils.paths import user_path
 
 HUB_PREFIX = "hf-hub:"
 PROBE_TIMEOUT_S = 3.0  # one TCP connect to the Hub (or the proxy): instead of ~100 s of retries with no network
@@ -78,10 +79,10 @@ def resolve(spec: str | Path, cache_dir: str | Path | None = None, local_dir: st
     """"hf-hub:org/name" -> a local folder (downloaded or from the cache); any other spec is a local path."""
     spec = str(spec)
     if not spec.startswith(HUB_PREFIX):
-        return Path(spec)
+        return user_path(spec)
     repo_id = spec[len(HUB_PREFIX):]
     if local_dir is not None:
-        return Path(local_dir)
+        return user_path(local_dir)
     hf = hf_module()
     offline = hub_unreachable() is not None if offline is None else offline
     try:

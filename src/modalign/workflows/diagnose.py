@@ -22,6 +22,7 @@ from modalign.evaluate.diagnostics import (
 from modalign.evaluate.zeroshot import class_embeddings, load_templates, predictions
 from modalign.features.pipeline import encode_column, feature_set
 from modalign.utils.io import atomic_write_json
+from modalign.utils.paths import user_path
 from modalign.workflows.evaluate import zeroshot_logits_inputs
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def diagnose_pairs(models: dict[str, AlignedModel], dataset: Any, store: Embeddi
                 flat.update({f"frozen/{k}": v for k, v in modality_stats(fs.features[m], m).items()})
     files = {}
     if out_dir is not None:
-        files["similarity_hist"] = str(plot_similarity_histogram(series, Path(out_dir) / "similarity_hist.png"))
+        files["similarity_hist"] = str(plot_similarity_histogram(series, user_path(out_dir) / "similarity_hist.png"))
     return flat, files
 
 
@@ -69,7 +70,7 @@ def diagnose_zeroshot(model: AlignedModel, labelled: Any, store: EmbeddingStore,
     cm = confusion_matrix(labels, pred, len(labelled.classnames))
     report = confusion_report(cm, labelled.classnames)
     if out_dir is not None:
-        atomic_write_json(Path(out_dir) / "confusion.json", report)
-        plot_confusion(cm, labelled.classnames, Path(out_dir) / "confusion.png",
+        atomic_write_json(user_path(out_dir) / "confusion.json", report)
+        plot_confusion(cm, labelled.classnames, user_path(out_dir) / "confusion.png",
                        title=f"zero-shot on {labelled.name}: acc1 {report['acc1']:.3f}")
     return report

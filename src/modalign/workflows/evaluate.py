@@ -24,6 +24,7 @@ from modalign.errors import ConfigError
 from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.evaluate.zeroshot import class_embeddings, load_templates, zeroshot_metrics
 from modalign.features.pipeline import encode_column, feature_set, valid_rows
+from modalign.utils.paths import user_path
 
 if TYPE_CHECKING:
     from modalign.model import AlignedModel
@@ -49,13 +50,14 @@ class ScoredSplit:
 
 def read_run_split(run_dir: str | Path) -> dict[str, list[str]] | None:
     """The run's split.json (split name -> group names), or None when the folder has none."""
-    path = Path(run_dir) / SPLIT_FILE
+    run_dir = user_path(run_dir)
+    path = run_dir / SPLIT_FILE
     if not path.is_file():
         return None
-    if (Path(run_dir) / "config.json").is_file():  # a run folder: its split must be its model's (split hash)
+    if (run_dir / "config.json").is_file():  # a run folder: its split must be its model's (split hash)
         from modalign.workflows.fit import read_run_split as read_checked_split
 
-        return read_checked_split(Path(run_dir))
+        return read_checked_split(run_dir)
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

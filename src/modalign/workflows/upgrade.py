@@ -29,6 +29,7 @@ from modalign.encoders.base import Encoder
 from modalign.model import AlignedModel, TowerConfig
 from modalign.store import EmbeddingStore
 from modalign.utils.layer_spec import LayerSpec
+from modalign.utils.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def train_compat(old: AlignedModel, old_dir: str | Path, new_encoder: Any, datas
     towers = {m: t for m, t in old.towers.items() if m != "image"}
     towers["image"] = TowerConfig("image", new_encoder.spec, cfg.layer, int(x.shape[1]), new_encoder.fingerprint(),
                                   pcfg)
-    meta = {"method": "compat", "compatible_with": {"model": str(Path(old_dir).resolve()),
+    meta = {"method": "compat", "compatible_with": {"model": str(user_path(old_dir).resolve()),
                                                     "space": space_hash(old_dir)},
             "compat_config": cfg.to_dict(), "n_train_images": int(len(x))}
     bundle = AlignedModel(towers, logit_scale=old.logit_scale.item(), metadata=meta)
