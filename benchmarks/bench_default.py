@@ -173,6 +173,16 @@ def run_dataset(ctx: Context, name: str, args: argparse.Namespace, cache: dict[s
     return runs
 
 
+def cached_runs(cache: dict[str, dict], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs of this grid already in the cache (--cached-only: tables and plot without fitting)."""
+    def wanted(r: dict[str, Any]) -> bool:
+        full = r["fraction"] >= 1.0
+        seeds = (args.seeds if full else args.sweep_seeds or args.seeds) if r["method"] in TRAINED else [0]
+        return (r["dataset"] in args.datasets and r["fraction"] in args.fractions and r["method"] in args.methods
+                and r["split_seed"] in args.splits and r["seed"] in seeds)
+    return [r for r in cache.values() if wanted(r)]
+
+
 def evaluate_run(ctx: Context, method: str, train: FeatureSet, parts: dict[str, FeatureSet],
                  zs: dict[str, ZeroShotEvaluator | None], seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -206,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "default.json")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "default_sweep.png")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
+    p.add_argument("--cached-only", action="store_true",
+                   help="fit nothing: tables, JSON and plot from the runs already in --cache")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -218,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in args.cache.read_text().splitlines():
             row = json.loads(line)
             cache[row.pop("key")] = row
-    ctx = Context(EmbeddingStore(args.store or default_store()))
-    runs = [r for name in args.datasets for r in run_dataset(ctx, name, args, cache, args.cache)]
+    if args.cached_only:
+        runs = cached_runs(cache, args)
+    else:
+        ctx = Context(EmbeddingStore(args.store or default_store()))
+        runs = [r for name in args.datasets for r in run_dataset(ctx, name, args, cache, args.cache)]
     summary = summarize(runs, AUTO_CANDIDATES)
     failed = print_tables(summary, ["auto", *BASELINES])
     write_json(args.json, {"benchmark": "default", "machine": info, "config": {**vars(args), "split": SPLIT},
