@@ -41,8 +41,10 @@ def _auto_record(runs: list[dict[str, Any]], candidates: list[str]) -> dict[str,
     for r in runs:
         if r["method"] in candidates:
             by_split[r["split_seed"]][r["method"]] = r["mean_recall@1"]
+    for r in runs:
         if r["method"] == "auto":
             choices[r["split_seed"]] = r.get("choice", "")
+            by_split[r["split_seed"]].setdefault(choices[r["split_seed"]], r["mean_recall@1"])  # the same fit
     record = []
     for split, choice in sorted(choices.items()):
         scores = by_split.get(split, {})

@@ -135,9 +135,18 @@ def fit_one(ctx: Context, method: str, train: FeatureSet, val: FeatureSet, seed:
     return fit_method(method, ctx.towers, train, val, TrainConfig(seed=seed), **kwargs)
 
 
+def dataset_label(name: str, max_groups: int | None) -> str:
+    """The data set's name in the cache and the tables: a subsample says so ("openclipart?max_groups=1500")."""
+    return f"{name}{'&' if '?' in name else '?'}max_groups={max_groups}" if max_groups else name
+
+
 def run_dataset(ctx: Context, name: str, args: argparse.Namespace, cache: dict[str, dict],
                 cache_file: Path) -> list[dict[str, Any]]:
-    dataset = load_dataset(name)
+    dataset, label = load_dataset(name), dataset_label(name, args.max_groups)
+    if args.max_groups and dataset.n_groups > args.max_groups:  # a seeded random subsample, said in the output
+        keep = np.sort(np.random.default_rng(0).permutation(dataset.n_groups)[: args.max_groups])
+        print(f"{name}: a random {args.max_groups} of its {dataset.n_groups} groups (seed 0)")
+        dataset = dataset.take_groups(keep)
     stored = encode_dataset(dataset, ctx.encoders, ctx.store, progress=True)
     methods = [m for m in args.methods if m != "bridge+procrustes" or "bridge" in args.methods]
     runs = []
@@ -153,24 +162,35 @@ def run_dataset(ctx: Context, name: str, args: argparse.Namespace, cache: dict[s
             for method in methods:
                 seeds = (args.seeds if frac >= 1.0 else args.sweep_seeds or args.seeds) if method in TRAINED else [0]
                 for seed in seeds:
-                    key = f"{name}|{frac}|{split_seed}|{seed}|{method}"
-                    auto_key = f"{name}|{frac}|{split_seed}|0|auto"
+                    key = f"{label}|{frac}|{split_seed}|{seed}|{method}"
+                    auto_key = f"{label}|{frac}|{split_seed}|0|auto"
                     if key not in cache:
                         if cache.get(auto_key, {}).get("choice") == method:  # the very same maps: not refitted
                             cache[key] = {**cache[auto_key], "choice": None, "copied_from": "auto"}
                         else:
                             cache[key] = evaluate_run(ctx, method, train, parts, zs, seed)
-                        cache[key].update(dataset=name, fraction=frac, split_seed=split_seed, seed=seed,
+                        cache[key].update(dataset=label, fraction=frac, split_seed=split_seed, seed=seed,
                                           method=method, n_train_pairs=n_pairs)
                         with open(cache_file, "a") as f:
                             f.write(json.dumps({"key": key, **cache[key]}) + "\n")
                     r = cache[key]
-                    print(f"  {name:<11} {frac:>4.0%} split {split_seed} seed {seed} {method:<18} mean R@1 "
+                    print(f"  {label:<11} {frac:>4.0%} split {split_seed} seed {seed} {method:<18} mean R@1 "
                           f"{r['mean_recall@1']:.3f}" + "".join(f"  {k} {r[k]:.3f}" for k in zs if k in r)
                           + f"  ({r['fit_seconds']:.1f}s)" + (f" -> {r['choice']}" if r.get("choice") else ""),
                           flush=True)
                     runs.append(r)
     return runs
+
+
+def cached_runs(cache: dict[str, dict], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs of this grid already in the cache (--cached-only: tables and plot without fitting)."""
+    def wanted(r: dict[str, Any]) -> bool:
+        full = r["fraction"] >= 1.0
+        seeds = (args.seeds if full else args.sweep_seeds or args.seeds) if r["method"] in TRAINED else [0]
+        labels = [dataset_label(n, args.max_groups) for n in args.datasets]
+        return (r["dataset"] in labels and r["fraction"] in args.fractions and r["method"] in args.methods
+                and r["split_seed"] in args.splits and r["seed"] in seeds)
+    return [r for r in cache.values() if wanted(r)]
 
 
 def evaluate_run(ctx: Context, method: str, train: FeatureSet, parts: dict[str, FeatureSet],
@@ -201,11 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="fractions of the training groups")
     p.add_argument("--sweep-seeds", type=int, nargs="+", default=None,
                    help="training seeds of trained methods below the full fraction (default: --seeds)")
+    p.add_argument("--max-groups", type=int, default=None,
+                   help="subsample each data set to this many random groups (seed 0) before encoding")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--cache", type=Path, default=BENCH_DIR / ".cache" / "default_runs.jsonl")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "default.json")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "default_sweep.png")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
+    p.add_argument("--cached-only", action="store_true",
+                   help="fit nothing: tables, JSON and plot from the runs already in --cache")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -218,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in args.cache.read_text().splitlines():
             row = json.loads(line)
             cache[row.pop("key")] = row
-    ctx = Context(EmbeddingStore(args.store or default_store()))
-    runs = [r for name in args.datasets for r in run_dataset(ctx, name, args, cache, args.cache)]
+    if args.cached_only:
+        runs = cached_runs(cache, args)
+    else:
+        ctx = Context(EmbeddingStore(args.store or default_store()))
+        runs = [r for name in args.datasets for r in run_dataset(ctx, name, args, cache, args.cache)]
     summary = summarize(runs, AUTO_CANDIDATES)
     failed = print_tables(summary, ["auto", *BASELINES])
     write_json(args.json, {"benchmark": "default", "machine": info, "config": {**vars(args), "split": SPLIT},
