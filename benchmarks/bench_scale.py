@@ -187,20 +187,27 @@ def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], 
 
 def run_curve(parts: dict[str, FeatureSet], ctx: dict[str, Any], evaluators: dict[str, ZeroShotEvaluator],
               sizes: list[int | None], seeds: list[int], methods: list[str], done: list[dict[str, Any]],
-              on_run: Any = None, save: Path | None = None, save_methods: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every (size, seed, method) fit not in `done` and its test scores; `on_run(runs)` after each."""
+              on_run: Any = None, save: Path | None = None, save_methods: tuple[str, ...] = (),
+              budget_s: float | None = None) -> list[dict[str, Any]]:
+    """Every (seed, size, method) fit not in `done` and its test scores; `on_run(runs)` after each. Seed by
+    seed, so the first seed's whole curve comes first; no new fit starts after `budget_s` seconds."""
     runs = list(done)
     have = {(r["method"], str(r["fraction"]), r["seed"]) for r in done}
     n_all = len(parts["train"].features["image"])
-    for size in sizes:
-        for seed in seeds:
+    t0 = time.perf_counter()
+    for seed in seeds:
+        for size in sizes:
             train = parts["train"] if size is None else subset_pairs(parts["train"], size, seed)
             n_pairs = len(train.features["image"])
             for method in methods:
                 fraction = "all" if size is None else size
-                keep = save is not None and size is None and seed == seeds[0] and method in save_methods
+                keep = (save is not None and size is None and seed == seeds[0] and method in save_methods
+                        and not (save / method / "config.json").is_file())
                 if (method, str(fraction), seed) in have and not keep:
                     continue
+                if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                    print(f"budget of {budget_s:.0f}s spent: rerun with --resume for the rest", flush=True)
+                    return runs
                 model, r = fit_and_score(method, train, parts, seed, ctx, evaluators)
                 runs = [x for x in runs if (x["method"], str(x["fraction"]), x["seed"]) != (method, str(fraction), seed)]
                 runs.append({"method": method, "fraction": fraction, "seed": seed, "n_train_pairs": n_pairs, **r})
@@ -297,6 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="save the --save-methods models trained on all pairs (seed: the first) in SAVE/<method>, "
                         "with split.json, for `modalign eval suite`")
     p.add_argument("--save-methods", nargs="+", default=["auto"], choices=METHODS)
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no new fit after this many seconds (continue later with --resume)")
     return p.parse_args(argv)
 
 
@@ -341,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset}
     runs = run_curve(parts, ctx, evaluators, sizes, args.seeds, args.methods, done,
                      on_run=lambda rs: write_json(partial, {"benchmark": "scale", "runs": rs}),
-                     save=args.save_model, save_methods=tuple(args.save_methods))
+                     save=args.save_model, save_methods=tuple(args.save_methods), budget_s=args.budget_s)
     for method in args.save_methods if args.save_model is not None else []:
         if (args.save_model / method / "config.json").is_file():
             write_json(args.save_model / method / "split.json",
