@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime
@@ -173,6 +174,7 @@ def zero_shot_evaluators(test: FeatureSet, labels: np.ndarray, classnames: list[
 def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], seed: int, ctx: dict[str, Any],
                   evaluators: dict[str, ZeroShotEvaluator]) -> tuple[Any, dict[str, Any]]:
     """One fit (auto reads the encoders' label head and caches its prompts in the store) and its test scores."""
+    load = os.getloadavg()[0]  # the box is shared: the fit time is only as clean as the load says
     t1 = time.perf_counter()
     model, info = fit_method(method, ctx["towers"], train, parts["val"], TrainConfig(seed=seed), progress=False,
                              encoders=ctx["encoders"], store=ctx["store"])
@@ -181,7 +183,8 @@ def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], 
     r.update({k: ev(model)["acc1"] for k, ev in evaluators.items()})
     epochs = len(info["result"].history) if "result" in info else 0
     n_pairs = len(train.features["image"])
-    return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"),
+    return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"), "tag": ctx["tag"],
+                   "load_avg_1m": load, "torch_threads": torch.get_num_threads(),
                    "pairs_per_second": n_pairs * epochs / fit_s if epochs else None, **r}
 
 
@@ -288,6 +291,14 @@ def store_sizes(store: EmbeddingStore, facts: list[dict[str, Any]], encoders: di
     return out
 
 
+def write_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """The partial results, never half-written (a run may be stopped at any time and resumed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="iconify", help="iconify (the sets merged) or another built-in paired set")
@@ -304,6 +315,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="save the --save-methods models trained on all pairs (seed: the first) in SAVE/<method>, "
                         "with split.json, for `modalign eval suite`")
     p.add_argument("--save-methods", nargs="+", default=["auto"], choices=METHODS)
+    p.add_argument("--tag", default="shared", help="recorded with each fit, e.g. 'locked' under the bench lock")
     p.add_argument("--budget-s", type=float, default=None,
                    help="start no new fit after this many seconds (continue later with --resume)")
     return p.parse_args(argv)
@@ -347,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s for s in sizes if s is None or s < n_train]
     partial = args.out / f"scale_{args.dataset}.partial.json"
     done = json.loads(partial.read_text())["runs"] if args.resume and partial.is_file() else []
-    ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset}
+    ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset, "tag": args.tag}
     runs = run_curve(parts, ctx, evaluators, sizes, args.seeds, args.methods, done,
-                     on_run=lambda rs: write_json(partial, {"benchmark": "scale", "runs": rs}),
+                     on_run=lambda rs: write_atomic(partial, {"benchmark": "scale", "runs": rs}),
                      save=args.save_model, save_methods=tuple(args.save_methods), budget_s=args.budget_s)
     for method in args.save_methods if args.save_model is not None else []:
         if (args.save_model / method / "config.json").is_file():
