@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime
@@ -173,6 +174,7 @@ def zero_shot_evaluators(test: FeatureSet, labels: np.ndarray, classnames: list[
 def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], seed: int, ctx: dict[str, Any],
                   evaluators: dict[str, ZeroShotEvaluator]) -> tuple[Any, dict[str, Any]]:
     """One fit (auto reads the encoders' label head and caches its prompts in the store) and its test scores."""
+    load = os.getloadavg()[0]  # the box is shared: the fit time is only as clean as the load says
     t1 = time.perf_counter()
     model, info = fit_method(method, ctx["towers"], train, parts["val"], TrainConfig(seed=seed), progress=False,
                              encoders=ctx["encoders"], store=ctx["store"])
@@ -181,26 +183,34 @@ def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], 
     r.update({k: ev(model)["acc1"] for k, ev in evaluators.items()})
     epochs = len(info["result"].history) if "result" in info else 0
     n_pairs = len(train.features["image"])
-    return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"),
+    return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"), "tag": ctx["tag"],
+                   "load_avg_1m": load, "torch_threads": torch.get_num_threads(),
                    "pairs_per_second": n_pairs * epochs / fit_s if epochs else None, **r}
 
 
 def run_curve(parts: dict[str, FeatureSet], ctx: dict[str, Any], evaluators: dict[str, ZeroShotEvaluator],
               sizes: list[int | None], seeds: list[int], methods: list[str], done: list[dict[str, Any]],
-              on_run: Any = None, save: Path | None = None, save_methods: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every (size, seed, method) fit not in `done` and its test scores; `on_run(runs)` after each."""
+              on_run: Any = None, save: Path | None = None, save_methods: tuple[str, ...] = (),
+              budget_s: float | None = None) -> list[dict[str, Any]]:
+    """Every (seed, size, method) fit not in `done` and its test scores; `on_run(runs)` after each. Seed by
+    seed, so the first seed's whole curve comes first; no new fit starts after `budget_s` seconds."""
     runs = list(done)
     have = {(r["method"], str(r["fraction"]), r["seed"]) for r in done}
     n_all = len(parts["train"].features["image"])
-    for size in sizes:
-        for seed in seeds:
+    t0 = time.perf_counter()
+    for seed in seeds:
+        for size in sizes:
             train = parts["train"] if size is None else subset_pairs(parts["train"], size, seed)
             n_pairs = len(train.features["image"])
             for method in methods:
                 fraction = "all" if size is None else size
-                keep = save is not None and size is None and seed == seeds[0] and method in save_methods
+                keep = (save is not None and size is None and seed == seeds[0] and method in save_methods
+                        and not (save / method / "config.json").is_file())
                 if (method, str(fraction), seed) in have and not keep:
                     continue
+                if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                    print(f"budget of {budget_s:.0f}s spent: rerun with --resume for the rest", flush=True)
+                    return runs
                 model, r = fit_and_score(method, train, parts, seed, ctx, evaluators)
                 runs = [x for x in runs if (x["method"], str(x["fraction"]), x["seed"]) != (method, str(fraction), seed)]
                 runs.append({"method": method, "fraction": fraction, "seed": seed, "n_train_pairs": n_pairs, **r})
@@ -281,6 +291,14 @@ def store_sizes(store: EmbeddingStore, facts: list[dict[str, Any]], encoders: di
     return out
 
 
+def write_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """The partial results, never half-written (a run may be stopped at any time and resumed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="iconify", help="iconify (the sets merged) or another built-in paired set")
@@ -297,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="save the --save-methods models trained on all pairs (seed: the first) in SAVE/<method>, "
                         "with split.json, for `modalign eval suite`")
     p.add_argument("--save-methods", nargs="+", default=["auto"], choices=METHODS)
+    p.add_argument("--tag", default="shared", help="recorded with each fit, e.g. 'locked' under the bench lock")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no new fit after this many seconds (continue later with --resume)")
     return p.parse_args(argv)
 
 
@@ -338,10 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s for s in sizes if s is None or s < n_train]
     partial = args.out / f"scale_{args.dataset}.partial.json"
     done = json.loads(partial.read_text())["runs"] if args.resume and partial.is_file() else []
-    ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset}
+    ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset, "tag": args.tag}
     runs = run_curve(parts, ctx, evaluators, sizes, args.seeds, args.methods, done,
-                     on_run=lambda rs: write_json(partial, {"benchmark": "scale", "runs": rs}),
-                     save=args.save_model, save_methods=tuple(args.save_methods))
+                     on_run=lambda rs: write_atomic(partial, {"benchmark": "scale", "runs": rs}),
+                     save=args.save_model, save_methods=tuple(args.save_methods), budget_s=args.budget_s)
     for method in args.save_methods if args.save_model is not None else []:
         if (args.save_model / method / "config.json").is_file():
             write_json(args.save_model / method / "split.json",
