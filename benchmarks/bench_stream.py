@@ -6,8 +6,9 @@ The store: two complete entries (image 1280-d, text 384-d, float32) in the store
 own shard writer, manifest and checksums, and opened with EmbeddingStore.open. Their vectors are REAL
 feature distributions resampled: the Tux Paint stamps and captions encoded by the default encoders
 (effnet-lite0, minilm-l6; from the shared store, encoded there when absent), row i of both entries =
-pair (i mod n_real) + Gaussian noise of --noise x each feature's std (independent per modality), so rows
-are distinct, scaled and centred like real features, and pairs stay learnable.
+pair (i mod n_real) + Gaussian noise of --noise x each feature's std (a random row of a bank of 65536
+noise vectors, drawn independently per modality), so rows are distinct, scaled and centred like real
+features, and pairs stay learnable.
 
 Each (size, mode) runs in a fresh subprocess, so peak RSS (ru_maxrss) is its own:
   memory  feature_set()'s way: StoredEmbeddings.vectors() of every row into float32 tensors, then train()
@@ -45,6 +46,7 @@ from modalign.utils.paths import cache_dir, default_store
 MODALITIES = ("image", "text")
 ENCODERS = {"image": "effnet-lite0", "text": "minilm-l6"}
 SHARD_SIZE = inspect.signature(EmbeddingStore.encode).parameters["shard_size"].default  # the store's default
+NOISE_ROWS = 65_536  # distinct noise vectors: with 685 real pairs, 45M distinct rows
 ENCODE_BATCH = inspect.signature(EmbeddingStore.encode).parameters["batch_size"].default
 
 
@@ -71,7 +73,10 @@ def entry_key(modality: str, rows: int, dim: int, noise: float) -> CacheKey:
 def write_entries(root: Path, base: dict[str, np.ndarray], rows: int, noise: float) -> dict[str, str]:
     """Writes (or finds) the two complete entries of `rows` pairs; returns modality -> digest."""
     n_real = len(base["image"])
-    std = {m: base[m].std(axis=0) for m in MODALITIES}  # (d,) per-feature spread of the real features
+    bank_rng = np.random.default_rng(0)
+    # (NOISE_ROWS, d) noise, in units of each feature's spread; a row's noise is a random row of the bank
+    bank = {m: noise * base[m].std(axis=0) * bank_rng.standard_normal((NOISE_ROWS, base[m].shape[1]), np.float32)
+            for m in MODALITIES}
     layout = ShardLayout(rows, SHARD_SIZE, ENCODE_BATCH)
     digests = {}
     for k, m in enumerate(MODALITIES):
@@ -84,9 +89,8 @@ def write_entries(root: Path, base: dict[str, np.ndarray], rows: int, noise: flo
         checksums = []
         for s in range(layout.n_shards):
             r = np.arange(layout.rows(s).start, layout.rows(s).stop)
-            rng = np.random.default_rng([k, s])
-            x = base[m][r % n_real] + noise * std[m] * rng.standard_normal((len(r), base[m].shape[1]), np.float32)
-            x = x.astype(np.float32)  # (shard rows, d)
+            pick = np.random.default_rng([k, s]).integers(0, NOISE_ROWS, len(r))
+            x = (base[m][r % n_real] + bank[m][pick]).astype(np.float32)  # (shard rows, d)
             write_shard(folder, s, layout, key.digest(), x, np.ones(len(r), dtype=bool), {})
             checksums.append(vectors_checksum(x))
         mf.write_ids(folder, [str(i) for i in range(rows)])

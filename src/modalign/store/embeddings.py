@@ -8,7 +8,6 @@ feeds NaN into training or an index.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -126,40 +125,51 @@ class StoredEmbeddings:
             return
         size = self.layout.shard_size
         shard_of = rows // size
-        cuts = np.flatnonzero(np.diff(shard_of)) + 1  # where the next shard's rows start
-        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), rows.size], strict=True):
-            s = int(shard_of[lo])
-            local = rows[lo:hi] - s * size  # (m,) sorted rows inside shard s
+        local = (rows - shard_of * size).tolist()  # row inside its shard
+        # runs of consecutive rows inside one shard: the unit of one positioned read
+        starts = np.flatnonzero((np.diff(rows) != 1) | (np.diff(shard_of) != 0)) + 1
+        bounds = [0, *starts.tolist(), rows.size]
+        new_shard = [True, *(np.diff(shard_of[bounds[:-1]]) != 0).tolist()]
+        shard_ids = shard_of[bounds[:-1]].tolist()
+        i, n_runs = 0, len(bounds) - 1
+        while i < n_runs:  # one shard per pass: runs i .. j-1
+            j = i + 1
+            while j < n_runs and not new_shard[j]:
+                j += 1
+            s, lo, hi = shard_ids[i], bounds[i], bounds[j]
             arr = self._cached(s)
             if arr is None and (s not in self._offsets or not _PREAD):
                 arr = self._shard(s)
             if arr is not None:
-                dest[lo:hi] = arr[local]
+                dest[lo:hi] = arr[local[lo:hi]]
             else:
-                self._pread_rows(s, local, dest[lo:hi])
+                self._pread_runs(s, [(bounds[k], bounds[k + 1], local[bounds[k]]) for k in range(i, j)], dest)
+            i = j
 
     def _cached(self, index: int) -> np.ndarray | None:
+        if index not in self._open:  # the common case with many small shards: no lock needed to know it
+            return None
         with self._lock:
             arr = self._open.get(index)
             if arr is not None:
                 self._open.move_to_end(index)
             return arr
 
-    def _pread_rows(self, index: int, local: np.ndarray, dest: np.ndarray) -> None:
-        """Reads sorted rows `local` of a checked shard into dest (m, dim): one read per run of consecutive rows."""
+    def _pread_runs(self, index: int, runs: list[tuple[int, int, int]], dest: np.ndarray) -> None:
+        """Reads runs (dest start, dest stop, first row in the shard) of a checked shard into dest rows."""
         path = vectors_path(self.path, index)
         dtype = np.dtype(self.key.dtype)  # the storage dtype; dest is float32
         row_bytes = self.dim * dtype.itemsize
-        runs = [0, *(np.flatnonzero(np.diff(local) != 1) + 1).tolist(), local.size]
+        offset = self._offsets[index]
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as e:
             raise MismatchError(f"store entry {self.path} is damaged ({path.name}: {e}); "
                                 f"run encode again to repair it") from e
         try:
-            for a, b in itertools.pairwise(runs):
+            for a, b, first in runs:
                 want = (b - a) * row_bytes
-                buf = os.pread(fd, want, self._offsets[index] + int(local[a]) * row_bytes)
+                buf = os.pread(fd, want, offset + first * row_bytes)
                 if len(buf) != want:
                     raise self._damaged([index], f"the file is shorter than its {len(self.layout.rows(index))} rows")
                 dest[a:b] = np.frombuffer(buf, dtype=dtype).reshape(b - a, self.dim)
