@@ -69,6 +69,7 @@ def test_length_sorted_batches_give_the_row_order_vectors(tmp_path, tux_images, 
     column = Column("text", [f"t{i}" for i in range(20)], texts, np.arange(20))
     seen: list[list[int]] = []
     minilm.layers()  # the one-off probe pass, before counting batches
+    minilm.forward(minilm.collate(["warm-up"]), ["final"])  # the fast path's export and check tokenise probes
     original = minilm.collate
 
     def spy(loaded):
