@@ -69,6 +69,7 @@ def test_length_sorted_batches_give_the_row_order_vectors(tmp_path, tux_images, 
     column = Column("text", [f"t{i}" for i in range(20)], texts, np.arange(20))
     seen: list[list[int]] = []
     minilm.layers()  # the one-off probe pass, before counting batches
+    minilm.forward(minilm.collate(["warm-up"]), ["final"])  # the fast path's export and check tokenise probes
     original = minilm.collate
 
     def spy(loaded):
@@ -189,3 +190,64 @@ def test_decode_processes_give_the_inline_results(cache_home, timm_spec, tux_roo
     np.testing.assert_array_equal(procs.valid, inline.valid)
     assert procs.skipped == inline.skipped and set(procs.skipped) >= {f"i{len(items) - 2}", f"i{len(items) - 1}"}
     np.testing.assert_allclose(procs.vectors(), inline.vectors(), rtol=1e-6, atol=1e-7)
+
+
+# ---- the decode cache -----------------------------------------------------------------------------
+def test_decode_cache_gives_the_same_pixels_and_survives_damage(tmp_path, tux_root, monkeypatch):
+    from modalign.data.decode_cache import DECODE_CACHE_ENV
+    from modalign.data.image_transform import ImageDecoder, ImageTransform, image_decoder
+
+    files = [*sorted(tux_root.glob("animals/*/*.png"))[:3], *sorted(tux_root.glob("**/*.svg"))[:1]]
+    transform = ImageTransform(size=64)
+    plain = [ImageDecoder(transform)(f) for f in files]
+    monkeypatch.setenv(DECODE_CACHE_ENV, str(tmp_path / "decoded"))
+    decoder = image_decoder(transform)
+    first, again = [decoder(f) for f in files], [decoder(f) for f in files]
+    cached = sorted((tmp_path / "decoded").rglob("*.npy"))
+    assert len(cached) == len(files)  # one (64, 64, 3) uint8 file per image, then read back
+    for a, b, c in zip(plain, first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    cached[0].write_bytes(b"torn")  # a damaged file is a miss, decoded and rewritten
+    assert all(np.array_equal(a, decoder(f)) for a, f in zip(plain, files, strict=True))
+    assert np.load(cached[0]).shape == (64, 64, 3)
+    other = image_decoder(ImageTransform(size=32))(files[0])  # other resize settings: another folder
+    assert other.shape == (3, 32, 32) and len(list((tmp_path / "decoded").iterdir())) == 2
+    monkeypatch.setenv(DECODE_CACHE_ENV, "off")
+    assert image_decoder(transform).cache is None
+
+
+# ---- text encoders' fast path -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_st(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A sentence-transformers model (BERT, 2 layers, 32 wide, random weights, minilm's tokenizer) that exports fast."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    from modalign.encoders.packaged_text import minilm_path
+
+    torch.manual_seed(2)
+    word = models.Transformer(str(minilm_path()))
+    cfg = BertConfig(vocab_size=word.auto_model.config.vocab_size, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64)
+    word.auto_model = BertModel(cfg).eval()
+    folder = tmp_path_factory.mktemp("st") / "tiny"
+    SentenceTransformer(modules=[word, models.Pooling(32), models.Normalize()], device="cpu").save(str(folder))
+    return f"st:{folder}"
+
+
+def test_text_fast_path_matches_eager_and_the_peer(cache_home, tiny_st, tux_images):
+    caps = [caption_of(p) for p in tux_images[:6]] + ["a much longer caption, " * 8]
+    enc = create_encoder(tiny_st)
+    batch = enc.collate(caps)
+    layers = ["final", "hidden.1", "embeddings"]
+    fast = enc.forward(batch, layers)
+    assert enc._fast is not None and enc._fast._graphs[tuple(layers)] is not None  # ONNX Runtime ran
+    assert enc._fast.graph_path(layers).is_file()
+    enc.runtime = "eager"
+    eager = enc.forward(batch, layers)
+    for name in layers:
+        _close(fast[name], eager[name])
+    enc.runtime = "onnx"
+    shorter = enc.forward(enc.collate(caps[:2]), ["final"])["final"]  # another batch size and length
+    _close(shorter, enc.st.encode(caps[:2], convert_to_numpy=True))

@@ -5,13 +5,14 @@ decode, flatten and resize, an SVG stamp ~180 ms to render, while ONNX Runtime r
 in ~6 ms an image (BENCHMARKS.md). Every later encode of the same file with the same resize settings
 (another encoder with the same input size, a store entry rebuilt, a new store) reads the resized pixels:
 
-    <cache home>/decoded/<settings hash>/<h[:2]>/<h>.npy     (S, S, 3) uint8, h = blake2b(file bytes, kind)
+    <cache home>/decoded/<settings hash>/<h[:2]>/<h>-<kind>.npy   (S, S, 3) uint8, h = blake2b(file bytes)
 
 The settings hash covers everything that changes the resized pixels (ImageTransform minus mean/std,
 the SVG render width, Pillow's version, this format), so cached and freshly decoded pixels are equal
 bit for bit and the store's cache key does not depend on the cache. Only files are cached (arrays and
 PIL images in memory are cheap to resize), and only when decoding took at least MIN_DECODE_S. A
-damaged cache file counts as a miss and is rewritten. $MODALIGN_DECODE_CACHE: "off" disables it, a
+damaged cache file counts as a miss and is rewritten. The store decodes hits in threads (a file read)
+and misses in worker processes (store.encode_plan). $MODALIGN_DECODE_CACHE: "off" disables it, a
 path moves it; deleting the folder is always safe.
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modalign.utils.hashing import hash_json
+from modalign.utils.hashing import hash_file, hash_json
 from modalign.utils.io import umask_mode
 from modalign.utils.paths import cache_dir, user_path
 
@@ -51,16 +52,29 @@ def settings_folder(root: Path, settings: dict) -> Path:
     return root / hash_json({**settings, "pillow": PIL.__version__, "format": CACHE_FORMAT}, length=16)
 
 
-def file_key(data: bytes, name: str) -> str:
-    """Hash of a file's bytes and of how it is decoded (the suffix picks SVG rendering or a raster decoder)."""
-    kind = b"svg" if Path(name).suffix.lower() in (".svg", ".svgz") else b"raster"
-    return hashlib.blake2b(data + b"\x00" + kind, digest_size=16).hexdigest()
+def cache_file(folder: Path, content_hash: str, name: str) -> Path:
+    """Where a file's pixels go: its content hash (utils.hashing.hash_file, memoised per process, the same
+    as the store's item hash) and how it is decoded (the suffix picks SVG rendering or a raster decoder)."""
+    kind = "svg" if Path(name).suffix.lower() in (".svg", ".svgz") else "raster"
+    return folder / content_hash[:2] / f"{content_hash}-{kind}.npy"
+
+
+def bytes_hash(data: bytes) -> str:
+    """hash_file's digest (its default 32 hex characters), from bytes already read."""
+    return hashlib.blake2b(data, digest_size=32).hexdigest()[:32]
+
+
+def is_cached(folder: Path, path: Path) -> bool:
+    """True when `path`'s pixels are in the cache (a stat, and a hash that is free once the column is hashed)."""
+    try:
+        return cache_file(folder, hash_file(path), path.name).is_file()
+    except OSError:
+        return False
 
 
 def cached_pixels(folder: Path, data: bytes, name: str, decode: Callable[[], np.ndarray]) -> np.ndarray:
     """(S, S, 3) uint8 from the cache, else `decode()` (stored when it was slow enough to be worth it)."""
-    key = file_key(data, name)
-    path = folder / key[:2] / f"{key}.npy"
+    path = cache_file(folder, bytes_hash(data), name)
     try:
         pixels = np.load(path, allow_pickle=False)
         if pixels.dtype == np.uint8 and pixels.ndim == 3:

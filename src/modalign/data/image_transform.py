@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from modalign.data.decode_cache import cached_pixels, decode_cache_root, settings_folder
+from modalign.data.decode_cache import cached_pixels, decode_cache_root, is_cached, settings_folder
 from modalign.data.images import SVG_RENDER_WIDTH, image_from_file_bytes, load_image, read_image_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -88,10 +88,18 @@ class ImageDecoder:
             return self.transform.to_array(load_image(item))
         path = Path(item)
         data = read_image_file(path)  # read once: hashed for the cache key, decoded on a miss
-        folder = settings_folder(self.cache, self.transform.resize_settings())
-        pixels = cached_pixels(folder, data, path.name,
+        pixels = cached_pixels(self._folder(), data, path.name,
                                lambda: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
         return self.transform.normalise(pixels)
+
+
+    def _folder(self) -> Path:
+        assert self.cache is not None
+        return settings_folder(self.cache, self.transform.resize_settings())
+
+    def is_cached(self, item: object) -> bool:
+        """True when `item` is a file whose resized pixels the cache holds: loading it is a file read."""
+        return self.cache is not None and isinstance(item, str | os.PathLike) and is_cached(self._folder(), Path(item))
 
 
 def image_decoder(transform: ImageTransform) -> ImageDecoder:

@@ -1,9 +1,10 @@
-"""A fast CPU forward for torch image encoders: the pooled forward exported once to ONNX, run by ONNX Runtime.
+"""A fast CPU forward for torch encoders: the pooled forward exported once to ONNX, run by ONNX Runtime.
 
     encoder.forward(batch, layers)    # ONNX Runtime when the graph exports and agrees with eager torch
 
-On this project's 2-core build box ONNX Runtime runs EfficientNet-Lite0 5-10x faster than eager torch
-(BENCHMARKS.md). For each (weights fingerprint, requested layers, input size) the encoder's eager pooled
+On this project's 2-core build box ONNX Runtime runs EfficientNet-Lite0 4-5x faster than eager torch and
+MiniLM-L6 faster than sentence-transformers (BENCHMARKS.md). Image graphs take pixels (B, 3, S, S), text
+graphs the tokenizer's tensors (B, T) with dynamic batch and length. For each (weights fingerprint, requested layers, input size) the encoder's eager pooled
 forward is exported once (torch.onnx, batch axis dynamic) and cached under the cache home:
 
     <cache home>/graphs/<fingerprint[:20]>/<key>.onnx    the graph (key: layers, input size, torch, format)
@@ -52,7 +53,8 @@ PROBE_BATCH = 2
 CHECK_RTOL = 1e-4
 CHECK_ATOL = 1e-5
 
-PooledForward = Callable[[torch.Tensor, list[str]], dict[str, torch.Tensor]]  # (B, 3, S, S) -> {layer: (B, D)}
+# (B, 3, S, S) pixels, or {input name: (B, T)} tokens -> {layer: (B, D)}
+PooledForward = Callable[[Any, list[str]], dict[str, torch.Tensor]]
 
 
 def default_runtime() -> str:
@@ -69,23 +71,32 @@ def check_runtime(value: str) -> str:
 
 
 class _Pooled(torch.nn.Module):
-    """What gets exported: pixels (B, 3, S, S) -> one (B, D) tensor per layer, in layer order."""
+    """What gets exported: the inputs (pixels (B, 3, S, S), or token ids and masks (B, T)) -> one (B, D)
+    tensor per layer, in layer order."""
 
-    def __init__(self, model: torch.nn.Module, pooled: PooledForward, layers: list[str]):
+    def __init__(self, model: torch.nn.Module, pooled: PooledForward, layers: list[str], names: list[str]):
         super().__init__()
         self.model = model  # registered, so its weights become the graph's initializers
         self.pooled = pooled
         self.layers = layers
+        self.names = names
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.pooled(x, self.layers)
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.pooled(xs[0] if self.names == ["pixels"] else dict(zip(self.names, xs, strict=True)), self.layers)
         return tuple(out[name].float() for name in self.layers)
 
 
 @dataclass
 class _Graph:
     session: Any  # onnxruntime.InferenceSession
+    inputs: list[str]  # graph input names
     outputs: list[str]  # graph output names, in layer order
+
+
+def _array(x: torch.Tensor) -> np.ndarray:
+    """float inputs as float32, integer ones (token ids, masks) as int64, C-contiguous."""
+    arr = x.detach().cpu().numpy()
+    return np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype.kind == "f" else np.int64)
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -104,21 +115,27 @@ class OnnxFastPath:
     """Exports, checks, caches and runs one encoder's pooled forward per requested layer set."""
 
     def __init__(self, name: str, model: torch.nn.Module, pooled: PooledForward, fingerprint: Callable[[], str],
-                 input_size: int):
+                 input_size: int, probe: Callable[[], dict[str, torch.Tensor]] | None = None):
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "encoder"
         self.model = model
         self.pooled = pooled
         self.fingerprint = fingerprint
-        self.input_size = input_size
+        self.input_size = input_size  # image side; 0 for token inputs
+        self.probe = probe or self._pixel_probe  # named inputs to export with and check on
         self._graphs: dict[tuple[str, ...], _Graph | None] = {}  # None: failed, run eager
 
     def graph_path(self, layers: Sequence[str]) -> Path:
+        names = list(self.probe()) if self.input_size == 0 else ["pixels"]
         key = hash_json({"format": EXPORT_FORMAT, "opset": OPSET, "layers": list(layers), "size": self.input_size,
-                         "torch": torch.__version__.split("+")[0]}, length=12)
+                         "torch": torch.__version__.split("+")[0], **({"inputs": names} if self.input_size == 0 else {})},
+                        length=12)
         return cache_dir("graphs", self.fingerprint()[:20]) / f"{key}.onnx"  # the weights' folder, one graph a key
 
-    def run(self, pixels: torch.Tensor, layers: list[str], strict: bool) -> dict[str, torch.Tensor] | None:
-        """{layer: (B, D)} from ONNX Runtime, or None when this layer set runs eager (failure logged once)."""
+    def run(self, inputs: torch.Tensor | dict[str, torch.Tensor], layers: list[str],
+            strict: bool) -> dict[str, torch.Tensor] | None:
+        """{layer: (B, D)} from ONNX Runtime, or None when this layer set runs eager (failure logged once).
+
+        `inputs`: pixels (B, 3, S, S), or the tokenizer's tensors by name (B, T)."""
         key = tuple(layers)
         if key not in self._graphs:
             try:
@@ -133,8 +150,8 @@ class OnnxFastPath:
         graph = self._graphs[key]
         if graph is None:
             return None
-        x = np.ascontiguousarray(pixels.detach().cpu().numpy(), dtype=np.float32)  # (B, 3, S, S)
-        arrays = graph.session.run(graph.outputs, {"pixels": x})
+        feeds = {"pixels": inputs} if isinstance(inputs, torch.Tensor) else inputs
+        arrays = graph.session.run(graph.outputs, {name: _array(feeds[name]) for name in graph.inputs})
         return {name: torch.from_numpy(a) for name, a in zip(layers, arrays, strict=True)}
 
     def _open(self, layers: list[str]) -> _Graph:
@@ -144,7 +161,7 @@ class OnnxFastPath:
         if not path.is_file():
             self._export(layers, path)
         session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-        graph = _Graph(session, [o.name for o in session.get_outputs()])
+        graph = _Graph(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
         if len(graph.outputs) != len(layers):
             raise ValueError(f"{path.name} has {len(graph.outputs)} outputs for {len(layers)} layers")
         worst = self._check(graph, layers)
@@ -154,31 +171,36 @@ class OnnxFastPath:
         logger.info("%s: ONNX Runtime fast path for layers %s (%s)", self.name, ",".join(layers), path)
         return graph
 
-    def _probe(self) -> torch.Tensor:
+    def _pixel_probe(self) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(0)
         # normalised pixels span about [-2, 2.6] (ImageNet mean/std) or [-1, 1]
-        return torch.rand(PROBE_BATCH, 3, self.input_size, self.input_size, generator=g) * 4 - 2
+        return {"pixels": torch.rand(PROBE_BATCH, 3, self.input_size, self.input_size, generator=g) * 4 - 2}
+
+    def _eager(self, probe: dict[str, torch.Tensor], layers: list[str]) -> dict[str, torch.Tensor]:
+        return self.pooled(probe["pixels"] if list(probe) == ["pixels"] else probe, layers)
 
     def _export(self, layers: list[str], path: Path) -> None:
-        probe = self._probe()
-        wrapper = _Pooled(self.model, self.pooled, layers).eval()
+        probe = self.probe()
+        wrapper = _Pooled(self.model, self.pooled, layers, list(probe)).eval()
         names = [f"out{i}" for i in range(len(layers))]
+        # batch axis dynamic everywhere; token inputs (B, T) have a dynamic length too
+        axes = {k: {0: "batch"} if k == "pixels" else {0: "batch", 1: "tokens"} for k in probe}
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter warns about constant folding, tracing ...
-            torch.onnx.export(wrapper, (probe,), buf, dynamo=False,  # type: ignore[arg-type]  # accepts a buffer
-                               input_names=["pixels"], output_names=names,
-                              dynamic_axes={"pixels": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            torch.onnx.export(wrapper, tuple(probe.values()), buf, dynamo=False,  # type: ignore[arg-type]
+                              input_names=list(probe), output_names=names,
+                              dynamic_axes={**axes, **{n: {0: "batch"} for n in names}},
                               opset_version=OPSET, do_constant_folding=True)
         atomic_write(path, lambda f: f.write(buf.getvalue()))
         logger.info("%s: exported layers %s to %s (%.1f MB)", self.name, ",".join(layers), path, len(buf.getvalue()) / 2**20)
 
     def _check(self, graph: _Graph, layers: list[str]) -> str | None:
         """None when the graph's outputs match eager torch on the probe batch; else what differs."""
-        probe = self._probe()
+        probe = self.probe()
         with torch.no_grad():
-            ref = self.pooled(probe, layers)
-        got = graph.session.run(graph.outputs, {"pixels": probe.numpy()})
+            ref = self._eager(probe, layers)
+        got = graph.session.run(graph.outputs, {name: _array(probe[name]) for name in graph.inputs})
         record: dict[str, Any] = {"layers": layers, "size": self.input_size, "rtol": CHECK_RTOL, "atol": CHECK_ATOL,
                                   "torch": torch.__version__, "outputs": {}}
         worst = None
@@ -198,11 +220,12 @@ class OnnxFastPath:
         return worst
 
 
-class FastImageForward:
+class FastForward:
     """Encoder mix-in: `forward` runs the ONNX fast path when it can, else the eager `_pooled`.
 
-    The encoder implements `_pooled(pixels, layers)` (eager, pixels on its device) and `_torch_model()`,
-    and passes its pixel tensor to `_fast_or_eager`.
+    The encoder implements `_pooled(inputs, layers)` (eager; pixels (B, 3, S, S), or a dict of token
+    tensors (B, T), on its device) and `_torch_model()`, and passes its inputs to `_fast_or_eager`
+    (token inputs also pass `probe`: named example inputs to export with and check against).
     """
 
     device: torch.device
@@ -221,22 +244,28 @@ class FastImageForward:
     def runtime(self, value: str) -> None:
         self._runtime = check_runtime(value)
 
-    def _pooled(self, pixels: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    def _pooled(self, inputs: Any, layers: list[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _torch_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def _fast_or_eager(self, pixels: torch.Tensor, layers: list[str], size: int) -> dict[str, torch.Tensor]:
+    def _fast_or_eager(self, inputs: torch.Tensor | dict[str, torch.Tensor], layers: list[str], size: int,
+                       probe: Callable[[], dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """{layer: (B, D) float32} for unique, checked layer names."""
         runtime = self.runtime
         if runtime != "eager" and self.device.type == "cpu":
             if self._fast is None:
                 self._fast = OnnxFastPath(self.spec, self._torch_model(), self._pooled,
-                                          self.fingerprint, size)  # type: ignore[attr-defined]
-            out = self._fast.run(pixels, layers, strict=runtime == "onnx")
+                                          self.fingerprint, size, probe)  # type: ignore[attr-defined]
+            out = self._fast.run(inputs, layers, strict=runtime == "onnx")
             if out is not None:
                 return out
+        moved = inputs.to(self.device) if isinstance(inputs, torch.Tensor) else \
+            {k: v.to(self.device) for k, v in inputs.items()}
         with torch.no_grad():
-            pooled = self._pooled(pixels.to(self.device), layers)
+            pooled = self._pooled(moved, layers)
         return {name: pooled[name].float() for name in layers}
+
+
+FastImageForward = FastForward  # the name image encoders import

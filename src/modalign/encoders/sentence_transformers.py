@@ -7,6 +7,9 @@ Layers (transformer models): `embeddings` (token-embedding output), `hidden.1` .
 transformer layer), all mean-pooled over real tokens with the attention mask, and `final`: exactly what
 `SentenceTransformer.encode` returns (the model's own pooling, dense and Normalize modules). Models whose
 first module is not a Hugging Face transformer (static embeddings ...) expose `final` only.
+
+On the CPU the forward runs as an exported ONNX graph under ONNX Runtime when it exports and agrees with
+eager torch (encoders.fast_path; `encoder.runtime` / $MODALIGN_RUNTIME choose), else eager torch.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from modalign.encoders.common import (
     model_folder_fingerprint,
     opt_int,
 )
+from modalign.encoders.fast_path import FastForward
 from modalign.encoders.registry import register_backend
 from modalign.errors import ConfigError
 from modalign.utils.hashing import hash_state_dict
@@ -34,9 +38,11 @@ from modalign.utils.hashing import hash_state_dict
 logger = logging.getLogger(__name__)
 
 EMBEDDINGS_LAYER = "embeddings"
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the exported graph takes
+PROBE_TEXTS = ["a probe sentence", "x", "a longer probe sentence, with punctuation and several more words in it"]
 
 
-class SentenceTransformerEncoder(Encoder):
+class SentenceTransformerEncoder(FastForward, Encoder):
     """Sentence-transformers text encoder: the model's sentence embedding or any transformer layer."""
 
     modality = "text"
@@ -142,9 +148,25 @@ class SentenceTransformerEncoder(Encoder):
 
     @torch.no_grad()
     def forward(self, batch: dict[str, Any], layers: Sequence[str]) -> dict[str, torch.Tensor]:
-        wanted = list(layers)
+        wanted = list(dict.fromkeys(layers))
         for name in wanted:
             self.layer_info(name)  # raises with the valid names
+        tokens = {k: v for k, v in batch.items() if k in TOKEN_INPUTS}
+        others = {k: v for k, v in batch.items() if k not in TOKEN_INPUTS}
+        if self._auto is not None and others in ({}, {"modality": "text"}):  # nothing else (a prompt length ...)
+            return self._fast_or_eager(tokens, wanted, 0, probe=self._probe_tokens)
+        return self._pooled(batch, wanted)
+
+    def _torch_model(self) -> torch.nn.Module:
+        return self.st
+
+    def _probe_tokens(self) -> dict[str, torch.Tensor]:
+        """Tokens of sentences of different lengths (padding included), to export with and check against."""
+        batch = self.collate(PROBE_TEXTS)
+        return {k: v for k, v in batch.items() if k in TOKEN_INPUTS}
+
+    def _pooled(self, batch: dict[str, Any], wanted: list[str]) -> dict[str, torch.Tensor]:
+        """Eager torch: the tokenizer's tensors (B, T) -> {layer: (B, D)}; the graph the fast path exports."""
         feats = self._run(batch)
         out: dict[str, torch.Tensor] = {}
         hidden = feats.get("all_layer_embeddings") or ()  # tuple of N + 1 (B, T, D)

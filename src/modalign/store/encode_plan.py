@@ -91,7 +91,7 @@ class _Loader:
         self.procs: ProcessPoolExecutor | None = None  # started on the first file item
 
     def submit(self, item: Any) -> Future:
-        if self.process_load is not None and isinstance(item, str | os.PathLike):
+        if self.process_load is not None and isinstance(item, str | os.PathLike) and not self._cached(item):
             if self.procs is None:
                 self.procs = _start_processes(self.num_workers)
             if self.procs is not None:
@@ -102,6 +102,12 @@ class _Loader:
         done: Future = Future()
         done.set_result(load_or_reason(self.load, item))
         return done
+
+    def _cached(self, item: Any) -> bool:
+        """Decoded already (a decode cache hit: a file read): threads do it without a process's overhead,
+        which slowed the forward pass beside it 1.5x (BENCHMARKS.md)."""
+        check = getattr(self.process_load, "is_cached", None)
+        return bool(check is not None and check(item))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Future:
         """fn(*args) on the side thread (inline without workers); exceptions come out of .result()."""
