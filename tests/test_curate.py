@@ -180,3 +180,49 @@ def test_an_aligned_model_votes_with_the_images(pool, store):
     assert result.assignment.tolist() == expected.tolist()
     captions_only = curate(data, concepts, CurateConfig(budget=4, dedup_threshold=None), store, progress=False)
     assert captions_only.assignment.tolist() != expected.tolist()  # so the vote above did change something
+
+
+# ---- labels and unreadable images -----------------------------------------------------------------------------------
+@pytest.fixture()
+def labelled_pool(tmp_path, tux_root):
+    """A small Tux Paint tree (4 categories, 5 stamps each) and one stamp whose image is corrupt."""
+    root = tmp_path / "stamps"
+    for sub in ("animals/birds", "food/fruit", "vehicles/auto", "plants/flowers"):
+        (root / sub).mkdir(parents=True)
+        pngs = [p for p in sorted((tux_root / sub).glob("*.png")) if p.with_suffix(".txt").exists()][:5]
+        for png in pngs:
+            shutil.copy(png, root / sub / png.name)
+            shutil.copy(png.with_suffix(".txt"), root / sub / png.with_suffix(".txt").name)
+    (root / "food" / "fruit" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but not an image")
+    (root / "food" / "fruit" / "zz_broken.txt").write_text("A pear that cannot be drawn.\n")
+    return root
+
+
+def test_with_label_concepts_each_group_takes_its_own_label(labelled_pool, store):
+    from modalign.curate.run import CurateConfig, curate
+    from modalign.data.tuxpaint import load_tuxpaint
+
+    data = load_tuxpaint(labelled_pool)
+    concepts = list(data.classnames)  # `--concepts labels`
+    truth = data.group_labels
+    by_labels = curate(data, concepts, CurateConfig(budget=8, dedup_threshold=None), store, progress=False)
+    readable = by_labels.assignment >= 0
+    assert (by_labels.assignment[readable] == truth[by_labels.groups][readable]).all()
+    by_text = curate(data, concepts, CurateConfig(budget=8, dedup_threshold=None, use_labels=False), store,
+                     progress=False)
+    agree = (by_text.assignment[readable] == truth[by_text.groups][readable]).mean()
+    assert agree >= 0.5  # the similarity path alone (labels unused): most of 4 easy categories
+
+
+def test_budget_is_never_spent_on_an_image_the_store_could_not_read(labelled_pool, store):
+    from modalign.curate.run import CurateConfig, curate
+    from modalign.data.tuxpaint import load_tuxpaint
+
+    data = load_tuxpaint(labelled_pool)
+    broken = data.group_names.index("food/fruit/zz_broken.png")
+    for dedup in (None, 0.95):  # whether or not images are compared for near-duplicates
+        result = curate(data, list(data.classnames), CurateConfig(budget=100, dedup_threshold=dedup), store,
+                        progress=False)
+        assert broken not in result.chosen_groups.tolist()
+        assert result.assignment[result.groups.tolist().index(broken)] == -1
+        assert len(result.chosen) == data.n_groups - 1 - int(result.duplicate.sum())

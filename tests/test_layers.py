@@ -26,7 +26,7 @@ LAYERS = [
     {"search", "distributed", "report"},
     {"workflows", "recipes"},
     {"integrations"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 

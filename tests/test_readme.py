@@ -84,3 +84,27 @@ def test_every_slow_readme_snippet_runs_as_written(user_folder):
     assert slow
     for i, code in slow:
         _run(code, {"__name__": "__readme__"}, i)
+
+
+def test_the_readme_documents_every_http_route_and_request_field():
+    """The HTTP API table names every route the service registers and every field of a text query."""
+    src = Path(__file__).resolve().parents[1] / "src" / "modalign" / "search" / "service" / "routes.py"
+    routes = re.findall(r'@app\.(get|post)\("(/[^"]*)"\)', src.read_text(encoding="utf-8"))
+    api = {(m.upper(), p) for m, p in routes if p not in ("/", "/app.js", "/app.css")}  # the web page's files
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("**The HTTP API**"):text.index("## Few-shot adaptation")]
+    documented = set(re.findall(r"`(GET|POST) (/[^`]*)`", section))
+    assert {(m, p.replace("{vid}", "{id}")) for m, p in api} == documented
+    from modalign.search.service.routes import TextQuery, Texts
+
+    for field in [*TextQuery.model_fields, *Texts.model_fields]:
+        assert f'"{field}"' in section, field
+    for key in ["score", "relevance", "id", "key", "modality", "path", "caption", "tower", "added", "image_url"]:
+        assert f'"{key}"' in section, key
+
+
+def test_readme_clip_benchmark_commands_label_their_results_as_ours():
+    """Without --model, CLIP_benchmark labels the results with its default CLIP name (ViT-B-32-quickgelu)."""
+    text = README.read_text(encoding="utf-8")
+    commands = [line for line in text.splitlines() if "clip_benchmark eval" in line]
+    assert commands and all("--model modalign" in c for c in commands)

@@ -12,9 +12,10 @@ from modalign.cli.common import add_common, add_encoding, data_options, open_sto
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate", help=summary("curate"),
-        description="Assign each pair of the pool to a concept (the concept whose prompt 'a photo of a {c}.' "
-                    "its captions are closest to, with the text encoder; an aligned --model adds its image's "
-                    "vote), drop near-duplicate images/captions, and spend the --budget evenly over the concepts. "
+        description="Assign each pair of the pool to a concept (its own label when that is one of the concepts; "
+                    "otherwise the concept whose prompt 'a photo of a {c}.' its captions are closest to, with the "
+                    "text encoder; an aligned --model adds its image's vote), leave out pairs whose image cannot be "
+                    "read, drop near-duplicate images/captions, and spend the --budget evenly over the concepts. "
                     "Concepts: class names of a labelled data set, a text file (one per line), and/or nouns "
                     "mined from the captions. Writes curated.csv (or .jsonl), coverage.json and coverage.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -35,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                                "(of image or caption features); 1 turns it off")
     p.add_argument("--min-similarity", type=float, default=None,
                    help="leave pairs whose best concept is less similar than this unassigned (and out)")
+    p.add_argument("--ignore-labels", action="store_true",
+                   help="assign every pair by similarity, even one whose own label is a concept")
     p.add_argument("--seed", type=int, default=0, help="random draws within each concept")
     p.add_argument("--out", required=True, type=Path, help="folder for the curated pairs and the coverage report")
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="curated pairs file format")
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = CurateConfig(budget=args.budget, text_encoder=args.text_encoder, image_encoder=args.image_encoder,
                        prompt=args.prompt, dedup_threshold=None if args.dedup >= 1 else args.dedup,
                        image_weight=args.image_weight, min_similarity=args.min_similarity, seed=args.seed,
+                       use_labels=not args.ignore_labels,
                        device=args.device)
     model = None
     if args.model:

@@ -2,7 +2,8 @@
 
 Concepts are embedded as prompts ("a photo of a {c}.") with the text encoder; each group's caption vector
 is the mean of its captions' normalised vectors; a group goes to the concept whose prompt is most similar
-(cosine). With an aligned model the group's image also votes: image-to-prompt similarities in the shared
+once the mean caption and the mean prompt are taken out (centred_scores; the cosine itself is what is
+reported and what `min_similarity` reads). With an aligned model the group's image also votes: image-to-prompt similarities in the shared
 space are computed too, each similarity matrix is standardised per group (z-scores over the concepts, so
 the two spaces' different cosine scales do not matter) and mixed with weight `image_weight`.
 Every vector comes from the embedding store.
@@ -61,6 +62,18 @@ def prompt_vectors(store: EmbeddingStore, concepts: Sequence[str], prompt: str, 
         raise ValueError(f"the text encoder rejected the prompt of concept(s) {bad[:5]}")
     vecs = entry.vectors()
     return _unit(np.asarray(transform(vecs) if transform is not None else vecs, dtype=np.float64))
+
+
+def centred_scores(groups: np.ndarray, present: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+    """(G, C) scores for the assignment: (group - mean group) . (prompt - mean prompt).
+
+    Raw cosines share a large common part (every caption and every prompt "a photo of a ..." look alike), so
+    some concepts sit close to everything and attract whatever fits no concept well (a duck with no bird
+    concept went to "egg"); removing both means ranks the concepts by what sets them apart. On Tux Paint it
+    agreed with the real category more often (0.548 vs 0.528, 15 category concepts; BENCHMARKS.md).
+    `groups` (G, d) unit vectors, `present` (G,) which groups have one, `prompts` (C, d) unit vectors."""
+    mean = groups[present].mean(axis=0) if present.any() else np.zeros(groups.shape[1])
+    return (groups - mean) @ (prompts - prompts.mean(axis=0)).T
 
 
 def _zscore_rows(s: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modalign.curate.assign import assign_concepts, group_vectors, prompt_vectors
+from modalign.curate.assign import assign_concepts, centred_scores, group_vectors, prompt_vectors
 from modalign.curate.dedup import near_duplicates
 from modalign.curate.sampling import balanced_sample
 from modalign.data.column import AlignedDataset
@@ -55,6 +55,7 @@ class CurateConfig:
     image_weight: float = 0.5  # with an aligned model: weight of its image-prompt similarity in the assignment
     min_similarity: float | None = None  # caption-prompt cosine below which a group stays unassigned
     use_labels: bool = True  # a group whose own label is a concept takes it (similarity only for the others)
+    centre: bool = True  # rank concepts on centred caption/prompt vectors (curate.assign.centred_scores)
     seed: int = 0  # the random draws within each concept
     device: str = "cpu"
 
@@ -140,7 +141,8 @@ def curate(dataset: AlignedDataset, concepts: list[str], config: CurateConfig, s
     prompts = prompt_vectors(store, concepts, config.prompt, text_enc, "final")
     caption_sim = captions @ prompts.T  # (P, C)
     image_sim = _model_image_similarity(dataset, concepts, config, store, pool, model, progress)
-    assignment = assign_concepts(caption_sim, image_sim, config.image_weight)
+    scores = centred_scores(captions, has_caption, prompts) if config.centre else caption_sim
+    assignment = assign_concepts(scores, image_sim, config.image_weight)
     assignment = _own_labels(dataset, concepts, pool, assignment) if config.use_labels else assignment
     similarity = caption_sim[np.arange(len(pool)), assignment]
     images = _images(dataset, config, store, pool, progress)  # ((P, d), (P,) readable) or None
