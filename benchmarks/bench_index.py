@@ -157,15 +157,17 @@ def _measure(search, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]
 
 
 def _ours(kind: str, base: np.ndarray, args, saved: Path | None):
-    from modalign.search.backends import IndexParams, VectorIndex, faiss_module
+    from modalign.search.backends import IndexParams, VectorIndex, default_params, faiss_module
 
     params = IndexParams(nprobe=args.nprobe or 0, ef_search=args.ef_search or 0)
     params.ef_construction = args.ef_construction or params.ef_construction
     if saved is not None and saved.exists():
         meta = json.loads(saved.with_suffix(".json").read_text())
-        vi = VectorIndex.load(saved, kind, base.shape[1], IndexParams(**meta["params"]))
-        vi.params.nprobe, vi.params.ef_search = args.nprobe or vi.params.nprobe, args.ef_search or vi.params.ef_search
-        vi.apply_search_params()
+        built = IndexParams(**meta["params"])  # search settings: today's library defaults, not the saved ones
+        now = default_params(kind, len(base), IndexParams(nlist=built.nlist, nprobe=args.nprobe or 0,
+                                                          ef_search=args.ef_search or 0))
+        built.nprobe, built.ef_search = now.nprobe, now.ef_search
+        vi = VectorIndex.load(saved, kind, base.shape[1], built)
     else:  # as the library builds it (SearchIndex.create): trained on every vector (FAISS samples 256 per cell)
         vi = VectorIndex.create(kind, base.shape[1], params, base if kind.startswith("ivf") else None)
         for s in range(0, len(base), 100_000):

@@ -139,6 +139,15 @@ def test_serve_refuses_to_start_without_a_key(tmp_path, monkeypatch):
     assert main(["serve", str(tmp_path / "nowhere"), "-q"]) == 1
 
 
+def test_serve_binds_to_this_machine_only_by_default_as_the_readme_says():
+    from modalign.cli.main import build_parser
+
+    args = build_parser(["serve", "idx"]).parse_args(["serve", "idx"])
+    assert args.host == "127.0.0.1" and args.max_request_mb == 10 and args.max_inflight == 64
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`127.0.0.1` by default" in readme and "Security model of `modalign serve`" in readme
+
+
 def test_slow_requests_time_out_with_504(setup):
     index, model, _ = setup
     c = TestClient(create_app(index, model, ServiceConfig(api_key=KEY, timeout_s=0.001)))

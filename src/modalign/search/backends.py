@@ -29,8 +29,13 @@ from modalign.utils.registry import Registry
 logger = logging.getLogger(__name__)
 
 FLAT_LIMIT = 50_000  # auto: exact search below this many vectors
-HNSW_LIMIT = 2_000_000  # auto: HNSW below this, IVF-int8 above
-NPROBE_MIN = 128  # IVF: cells visited per query at least (64 gave recall@10 0.92 at 1M, 128 gave 0.965)
+# auto: HNSW below this, IVF-int8 from here. HNSW at efSearch 128 reached recall@10 0.957 at 200k; at 1M an
+# HNSW graph needed efSearch 512 for 0.95 (hnswlib M16) and a build of 10+ min, while IVF-int8 at nprobe 256
+# reached 0.965 at p99 7.5 ms (BENCHMARKS.md, "Search defaults at 1M"); below 1M the same nprobe scans a
+# larger share of the cells, so recall only rises and latency only falls
+HNSW_LIMIT = 200_000
+NPROBE_MIN = 256  # IVF: cells visited per query at least (at 1M, nlist 4000: 64 -> 0.82, 128 -> 0.93, 256 -> 0.965)
+NPROBE_SHARE = 16  # IVF: and at least nlist / 16 (the share that reached 0.95 at 1M) for larger indexes
 EF_SEARCH = 128  # HNSW: query beam width (64 gave recall@10 0.76 at 1M)
 REFINE_FACTOR = 8  # ivf-pq: candidates re-ranked per result (k_factor)
 
@@ -51,7 +56,7 @@ class IndexParams:
     ef_construction: int = 200  # HNSW: build-time beam width (80 built a graph that capped recall at 1M)
     ef_search: int = 0  # HNSW: query-time beam width (0: EF_SEARCH)
     nlist: int = 0  # IVF: number of cells (0: 4 * sqrt(n_train), at least 16)
-    nprobe: int = 0  # IVF: cells visited per query (0: max(NPROBE_MIN, nlist / 32), at most nlist)
+    nprobe: int = 0  # IVF: cells visited per query (0: max(NPROBE_MIN, nlist / NPROBE_SHARE), at most nlist)
     pq_m: int = 0  # IVF-PQ: sub-quantisers (0: dim // 8)
     refine_factor: int = 0  # IVF-PQ: re-rank refine_factor * k PQ candidates with 8-bit codes (0: REFINE_FACTOR)
 
@@ -66,7 +71,7 @@ def default_params(kind: str, n: int, params: IndexParams | None = None) -> Inde
         p.ef_search = p.ef_search or EF_SEARCH
     if kind.startswith("ivf"):
         p.nlist = _nlist(p, n)
-        p.nprobe = p.nprobe or min(p.nlist, max(NPROBE_MIN, p.nlist // 32))
+        p.nprobe = p.nprobe or min(p.nlist, max(NPROBE_MIN, p.nlist // NPROBE_SHARE))
     if kind == "ivf-pq":
         p.refine_factor = p.refine_factor or REFINE_FACTOR
     return p
