@@ -185,7 +185,10 @@ def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], 
     n_pairs = len(train.features["image"])
     return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"), "tag": ctx["tag"],
                    "load_avg_1m": load, "torch_threads": torch.get_num_threads(),
-                   "pairs_per_second": n_pairs * epochs / fit_s if epochs else None, **r}
+                   # images * epochs / s: overstates the loop's rate where groups hold several images (an
+                   # epoch draws one pair per group); trainer_pairs_per_second is the loop's batch rows / s
+                   "pairs_per_second": n_pairs * epochs / fit_s if epochs else None,
+                   "trainer_pairs_per_second": info["result"].pairs_per_second if epochs else None, **r}
 
 
 def run_curve(parts: dict[str, FeatureSet], ctx: dict[str, Any], evaluators: dict[str, ZeroShotEvaluator],

@@ -10,7 +10,9 @@ bench_scale.py reads them):
             of their captions with minilm-l6 (float32): items/s, and bytes on disk per item of each entry
   read      every vector of the full collection read back from --store (all sets, image and text): vectors/s
   train     the default MLP (InfoNCE, modalign's TrainConfig, --epochs epochs, no early stop) on every training
-            pair of the collection (split 70/10/20 by group, seed 0): pairs/s incl. per-epoch validation,
+            pair of the collection (split 70/10/20 by group, seed 0): trainer_pairs_per_second = batch rows
+            per second incl. per-epoch validation (an epoch draws one pair per group; pairs_per_second counts
+            every training image per epoch, so it overstates the rate where groups hold style variants),
             and the fit time of the closed forms (`auto`, procrustes) on the same pairs
   store     the full collection's float32 entries on disk (measured), and float16 from the measured
             bytes per item of the slice (the same layout: shards of 256 rows, one manifest)
