@@ -16,7 +16,7 @@ import torch
 from conftest import caption_of
 from modalign.data.column import Column
 from modalign.encoders import create_encoder
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, InvalidItem
 from modalign.store import EmbeddingStore, encode_plan
 
 
@@ -213,6 +213,14 @@ def test_decode_cache_gives_the_same_pixels_and_survives_damage(tmp_path, tux_ro
     assert np.load(cached[0]).shape == (64, 64, 3)
     other = image_decoder(ImageTransform(size=32))(files[0])  # other resize settings: another folder
     assert other.shape == (3, 32, 32) and len(list((tmp_path / "decoded").iterdir())) == 2
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png" * 10)
+    with pytest.raises(InvalidItem) as first_error:
+        decoder(corrupt)
+    assert decoder.is_cached(corrupt) and not decoder.is_cached(tmp_path / "missing.png")  # its reason is kept
+    with pytest.raises(InvalidItem) as again_error:
+        decoder(corrupt)
+    assert str(again_error.value) == str(first_error.value)
     monkeypatch.setenv(DECODE_CACHE_ENV, "off")
     assert image_decoder(transform).cache is None
 

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from modalign.errors import ImageTooLarge, InvalidItem
 from modalign.utils.hashing import hash_file, hash_json
 from modalign.utils.io import umask_mode
 from modalign.utils.paths import cache_dir, user_path
 
 DECODE_CACHE_ENV = "MODALIGN_DECODE_CACHE"
-CACHE_FORMAT = 1  # bump when what is stored changes
+CACHE_FORMAT = 2  # bump when what is stored changes (2: reasons of undecodable files)
 MIN_DECODE_S = 0.0005  # faster than reading the cached copy back: not worth a file
 
 
@@ -65,16 +66,25 @@ def bytes_hash(data: bytes) -> str:
 
 
 def is_cached(folder: Path, path: Path) -> bool:
-    """True when `path`'s pixels are in the cache (a stat, and a hash that is free once the column is hashed)."""
+    """True when `path`'s pixels, or why it cannot be decoded, are in the cache (a stat, and a hash that is
+    free once the column is hashed)."""
     try:
-        return cache_file(folder, hash_file(path), path.name).is_file()
+        npy = cache_file(folder, hash_file(path), path.name)
     except OSError:
         return False
+    return npy.is_file() or npy.with_suffix(".err").is_file()
 
 
 def cached_pixels(folder: Path, data: bytes, name: str, decode: Callable[[], np.ndarray]) -> np.ndarray:
-    """(S, S, 3) uint8 from the cache, else `decode()` (stored when it was slow enough to be worth it)."""
+    """(S, S, 3) uint8 from the cache, else `decode()` (stored when it was slow enough to be worth it).
+
+    A file that cannot be decoded raises the same InvalidItem each time; its reason is cached too (`.err`),
+    so a bad file is not sent to a decode process on every run."""
     path = cache_file(folder, bytes_hash(data), name)
+    try:
+        raise InvalidItem(path.with_suffix(".err").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        pass
     try:
         pixels = np.load(path, allow_pickle=False)
         if pixels.dtype == np.uint8 and pixels.ndim == 3:
@@ -82,16 +92,22 @@ def cached_pixels(folder: Path, data: bytes, name: str, decode: Callable[[], np.
     except (OSError, ValueError, EOFError):
         pass  # missing or damaged: decode and (re)write
     t0 = time.perf_counter()
-    pixels = decode()
+    try:
+        pixels = decode()
+    except ImageTooLarge:
+        raise  # a limit, not a property of the file alone: never cached
+    except InvalidItem as e:
+        _write(path.with_suffix(".err"), str(e).encode("utf-8"))
+        raise
     if time.perf_counter() - t0 >= MIN_DECODE_S:
-        _write(path, pixels)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(pixels), allow_pickle=False)
+        _write(path, buf.getvalue())
     return pixels
 
 
-def _write(path: Path, pixels: np.ndarray) -> None:
+def _write(path: Path, data: bytes) -> None:
     """Best effort, atomic (temp file + rename, no fsync: a torn file after a crash is just a miss)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(pixels), allow_pickle=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -99,7 +115,7 @@ def _write(path: Path, pixels: np.ndarray) -> None:
             if hasattr(os, "fchmod"):
                 os.fchmod(fd, umask_mode(0o666))
             with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
