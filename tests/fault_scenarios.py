@@ -165,9 +165,10 @@ def folder_digest(folder: Path) -> str:
 
 
 def staging_problems(target: Path) -> list[str]:
-    """A killed run may leave `.NAME.partial-*`, but only clearly marked as incomplete."""
+    """A killed run may leave `.NAME.partial-*`, but only clearly marked as incomplete. A kill between
+    `mkdtemp` and the marker's write leaves it empty: nothing in it can pass for a run, so that is fine."""
     return [f"{p.name} is not marked INCOMPLETE" for p in target.parent.glob(f".{target.name}.partial-*")
-            if not (p / "INCOMPLETE").is_file()]
+            if any(p.iterdir()) and not (p / "INCOMPLETE").is_file()]
 
 
 def run_problems(run: Path, splits: dict[str, dict]) -> tuple[list[str], str]:
