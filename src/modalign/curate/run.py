@@ -34,6 +34,7 @@ from modalign.curate.sampling import balanced_sample
 from modalign.data.column import AlignedDataset
 from modalign.errors import ConfigError
 from modalign.features.pipeline import encode_column
+from modalign.store.embeddings import StoredEmbeddings
 from modalign.utils.io import atomic_write
 from modalign.utils.paths import user_path
 
@@ -203,7 +204,7 @@ def _images(dataset: AlignedDataset, config: CurateConfig, store: EmbeddingStore
     vecs, readable = group_vectors(dataset, entry, "image", pool)
     if not readable.all():
         logger.warning("%d of %d pool groups have no image the store could read (%s): left out", int((~readable).sum()),
-                       len(pool), entry.report.summary() if entry.report else "skipped")
+                       len(pool), entry.report.summary() if isinstance(entry, StoredEmbeddings) else "skipped")
     return vecs, readable
 
 
