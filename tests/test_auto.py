@@ -82,9 +82,9 @@ def test_the_bridge_refuses_an_encoder_without_a_head_and_auto_falls_back(store)
 
 
 def test_auto_drops_a_bridge_that_is_broken_on_validation(effnet, store):
-    """Image features whose text partner has nothing to do with ImageNet classes (the healthicons case):
+    """Image features whose text partner has nothing to do with ImageNet classes (the icon sets' case):
     the bridge is near chance on validation, kernel CCA is not, so auto keeps kernel CCA alone and says why;
-    with the guard off (bridge_min_val_ratio = 0) it keeps the bridge."""
+    with the guard off (part_min_val_ratio = 0) it keeps the bridge."""
     text_enc = create_encoder("minilm-l6")
     encoders = {"image": effnet, "text": text_enc}
     towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.dim, e.fingerprint()) for m, e in encoders.items()}
@@ -100,7 +100,7 @@ def test_auto_drops_a_bridge_that_is_broken_on_validation(effnet, store):
     assert scores["kcca"] > 0.5 and scores["bridge"] < 0.5 * scores["kcca"]
     assert info["choice"] == "kcca" and any("label bridge dropped" in r for r in info["reasons"])
     assert model.towers["image"].projector.type == "kernel"
-    _, kept = fit_method("auto", towers, train, val, TrainConfig(), options={"bridge_min_val_ratio": 0},
+    _, kept = fit_method("auto", towers, train, val, TrainConfig(), options={"part_min_val_ratio": 0},
                          encoders=encoders, store=store)
     assert kept["choice"] == "bridge+kcca"
 
