@@ -89,7 +89,7 @@ def print_tables(summary: dict[str, Any], printed: list[str]) -> bool:
 
 
 def plot_sweep(summary: dict[str, Any], path: Path, methods: tuple[str, ...] = (
-        "auto", "mlp", "ridge", "procrustes", "cca", "asif", "kcca", "bridge")) -> None:
+        "auto", "bridge+kcca", "mlp", "ridge", "procrustes", "cca", "asif", "kcca", "bridge")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +97,7 @@ def plot_sweep(summary: dict[str, Any], path: Path, methods: tuple[str, ...] = (
 
     names = list(summary)
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False)
-    markers = "os^vD<>p"
+    markers = "os^vD<>ph"
     for ax, name in zip(axes[0], names, strict=True):
         for i, m in enumerate(methods):
             cells = sorted((c["methods"][m] for c in summary[name].values() if m in c["methods"]),

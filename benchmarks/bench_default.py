@@ -206,6 +206,7 @@ def evaluate_run(ctx: Context, method: str, train: FeatureSet, parts: dict[str, 
             out[key] = evaluator(model)["acc1"]
     if "choice" in info and method == "auto":
         out["choice"] = info["choice"]
+        out["val_mean_recall@1"] = info.get("val_mean_recall@1")  # what auto's guard read (never the test split)
     if "result" in info:
         out["epochs"] = len(info["result"].history)
     return out

@@ -81,6 +81,30 @@ def test_the_bridge_refuses_an_encoder_without_a_head_and_auto_falls_back(store)
     assert model.towers["image"].projector.type == "kernel"
 
 
+def test_auto_drops_a_bridge_that_is_broken_on_validation(effnet, store):
+    """Image features whose text partner has nothing to do with ImageNet classes (the icon sets' case):
+    the bridge is near chance on validation, kernel CCA is not, so auto keeps kernel CCA alone and says why;
+    with the guard off (part_min_val_ratio = 0) it keeps the bridge."""
+    text_enc = create_encoder("minilm-l6")
+    encoders = {"image": effnet, "text": text_enc}
+    towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.dim, e.fingerprint()) for m, e in encoders.items()}
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(150, 6, generator=g)  # a shared 6-d latent: both sides are linear images of it
+    x = (z @ torch.randn(6, effnet.dim, generator=g)).relu()
+    y = z @ torch.randn(6, text_enc.dim, generator=g)
+    groups = torch.arange(150)
+    train = FeatureSet({"image": x[:110], "text": y[:110]}, {"image": groups[:110], "text": groups[:110]})
+    val = FeatureSet({"image": x[110:], "text": y[110:]}, {"image": groups[110:], "text": groups[110:]})
+    model, info = fit_method("auto", towers, train, val, TrainConfig(), encoders=encoders, store=store)
+    scores = info["val_mean_recall@1"]
+    assert scores["kcca"] > 0.5 and scores["bridge"] < 0.5 * scores["kcca"]
+    assert info["choice"] == "kcca" and any("label bridge dropped" in r for r in info["reasons"])
+    assert model.towers["image"].projector.type == "kernel"
+    _, kept = fit_method("auto", towers, train, val, TrainConfig(), options={"part_min_val_ratio": 0},
+                         encoders=encoders, store=store)
+    assert kept["choice"] == "bridge+kcca"
+
+
 def _write_pairs(folder: Path, images: list[Path], captions: list[str]) -> Path:
     (folder / "images").mkdir(parents=True)
     with open(folder / "pairs.csv", "w", newline="") as f:
