@@ -18,7 +18,6 @@ path moves it; deleting the folder is always safe.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from modalign.errors import ImageTooLarge, InvalidItem
-from modalign.utils.hashing import hash_file, hash_json
+from modalign.utils.hashing import hash_bytes, hash_file, hash_json
 from modalign.utils.io import umask_mode
 from modalign.utils.paths import cache_dir, user_path
 
@@ -60,11 +59,6 @@ def cache_file(folder: Path, content_hash: str, name: str) -> Path:
     return folder / content_hash[:2] / f"{content_hash}-{kind}.npy"
 
 
-def bytes_hash(data: bytes) -> str:
-    """hash_file's digest (its default 32 hex characters), from bytes already read."""
-    return hashlib.blake2b(data, digest_size=32).hexdigest()[:32]
-
-
 def is_cached(folder: Path, path: Path) -> bool:
     """True when `path`'s pixels, or why it cannot be decoded, are in the cache (a stat, and a hash that is
     free once the column is hashed)."""
@@ -80,7 +74,7 @@ def cached_pixels(folder: Path, data: bytes, name: str, decode: Callable[[], np.
 
     A file that cannot be decoded raises the same InvalidItem each time; its reason is cached too (`.err`),
     so a bad file is not sent to a decode process on every run."""
-    path = cache_file(folder, bytes_hash(data), name)
+    path = cache_file(folder, hash_bytes(data), name)
     try:
         raise InvalidItem(path.with_suffix(".err").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):

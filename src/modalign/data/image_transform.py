@@ -88,18 +88,17 @@ class ImageDecoder:
             return self.transform.to_array(load_image(item))
         path = Path(item)
         data = read_image_file(path)  # read once: hashed for the cache key, decoded on a miss
-        pixels = cached_pixels(self._folder(), data, path.name,
+        pixels = cached_pixels(self._folder(self.cache), data, path.name,
                                lambda: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
         return self.transform.normalise(pixels)
 
-
-    def _folder(self) -> Path:
-        assert self.cache is not None
-        return settings_folder(self.cache, self.transform.resize_settings())
+    def _folder(self, root: Path) -> Path:
+        return settings_folder(root, self.transform.resize_settings())
 
     def is_cached(self, item: object) -> bool:
         """True when `item` is a file whose resized pixels the cache holds: loading it is a file read."""
-        return self.cache is not None and isinstance(item, str | os.PathLike) and is_cached(self._folder(), Path(item))
+        return (self.cache is not None and isinstance(item, str | os.PathLike)
+                and is_cached(self._folder(self.cache), Path(item)))
 
 
 def image_decoder(transform: ImageTransform) -> ImageDecoder:

@@ -40,6 +40,11 @@ def hash_file(path: str | os.PathLike, length: int = 32) -> str:
     return cached[:length]
 
 
+def hash_bytes(data: bytes, length: int = 32) -> str:
+    """hash_file's digest of bytes already read (the same key for the same content)."""
+    return hashlib.blake2b(data, digest_size=32).hexdigest()[:length]
+
+
 def hash_files(paths: list[Path], length: int = 32) -> str:
     """One hash for a set of files (e.g. a model folder), independent of the order given."""
     h = hashlib.blake2b(digest_size=32)
