@@ -12,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from modalign.align.ensemble import weight_combos
 from modalign.align.features import FeatureSet
-from modalign.align.trainer import TrainConfig
+from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.pairs import load_pairs
 from modalign.encoders import FINAL_LAYER, create_encoder
 from modalign.encoders.label_head import imagenet_classnames
@@ -81,20 +82,26 @@ def test_the_bridge_refuses_an_encoder_without_a_head_and_auto_falls_back(store)
     assert model.towers["image"].projector.type == "kernel"
 
 
-def test_auto_drops_a_bridge_that_is_broken_on_validation(effnet, store):
-    """Image features whose text partner has nothing to do with ImageNet classes (the icon sets' case):
-    the bridge is near chance on validation, kernel CCA is not, so auto keeps kernel CCA alone and says why;
-    with the guard off (part_min_val_ratio = 0) it keeps the bridge."""
+def _latent_pairs(effnet):
+    """150 pairs whose text partner has nothing to do with ImageNet classes (the icon sets' case): both
+    sides are images of a shared 6-d latent. (towers, encoders, train (110), val (40))."""
     text_enc = create_encoder("minilm-l6")
     encoders = {"image": effnet, "text": text_enc}
     towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.dim, e.fingerprint()) for m, e in encoders.items()}
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(150, 6, generator=g)  # a shared 6-d latent: both sides are linear images of it
+    z = torch.randn(150, 6, generator=g)
     x = (z @ torch.randn(6, effnet.dim, generator=g)).relu()
     y = z @ torch.randn(6, text_enc.dim, generator=g)
     groups = torch.arange(150)
     train = FeatureSet({"image": x[:110], "text": y[:110]}, {"image": groups[:110], "text": groups[:110]})
     val = FeatureSet({"image": x[110:], "text": y[110:]}, {"image": groups[110:], "text": groups[110:]})
+    return towers, encoders, train, val
+
+
+def test_auto_drops_a_bridge_that_is_broken_on_validation(effnet, store):
+    """The bridge is near chance on validation, kernel CCA is not, so auto keeps kernel CCA alone and says
+    why; with the guard off (part_min_val_ratio = 0) it keeps the bridge."""
+    towers, encoders, train, val = _latent_pairs(effnet)
     model, info = fit_method("auto", towers, train, val, TrainConfig(), encoders=encoders, store=store)
     scores = info["val_mean_recall@1"]
     assert scores["kcca"] > 0.5 and scores["bridge"] < 0.5 * scores["kcca"]
@@ -102,7 +109,27 @@ def test_auto_drops_a_bridge_that_is_broken_on_validation(effnet, store):
     assert model.towers["image"].projector.type == "kernel"
     _, kept = fit_method("auto", towers, train, val, TrainConfig(), options={"part_min_val_ratio": 0},
                          encoders=encoders, store=store)
-    assert kept["choice"] == "bridge+kcca"
+    assert kept["choice"] == "bridge+kcca" and "weight_scores" not in kept  # 40 validation pairs: no choice
+
+
+def test_auto_chooses_weights_on_a_large_validation_split(effnet, store):
+    """From mlp_min_pairs on the trained MLP joins; with select_min_val validation pairs each part's weight
+    is chosen there: the chosen weighting scores best, so never below any part alone, and the returned
+    model scores on validation what the choice was judged on."""
+    towers, encoders, train, val = _latent_pairs(effnet)
+    options = {"mlp_min_pairs": 100, "select_min_val": 40}
+    model, info = fit_method("auto", towers, train, val, TrainConfig(seed=0), options=options,
+                             encoders=encoders, store=store)
+    scores = info["weight_scores"]
+    assert len(scores) == 4 ** 3 - 3 ** 3 and next(iter(scores)) == "1,1,1"  # largest weight 1, equal first
+    chosen = ",".join(f"{info['weights'].get(p, 0.0):g}" for p in ("bridge", "kcca", "mlp"))
+    assert scores[chosen] == max(scores.values())
+    assert all(scores[chosen] >= scores[alone] for alone in ("1,0,0", "0,1,0", "0,0,1"))
+    assert info["choice"] == "+".join(info["weights"]) and any("weights chosen on 40" in r for r in info["reasons"])
+    assert evaluate_features(model, val)["mean_recall@1"] == pytest.approx(scores[chosen], abs=1 / 40)
+    assert weight_combos(2, [0, 0.5, 1]) == [(1, 1), (1, 0.5), (1, 0), (0.5, 1), (0, 1)]
+    with pytest.raises(ConfigError, match="1 among them"):
+        weight_combos(2, [0, 0.5])
 
 
 def _write_pairs(folder: Path, images: list[Path], captions: list[str]) -> Path:

@@ -17,6 +17,7 @@ projector config and weight.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from torch import nn
 
 from modalign.align.projectors import ProjectorConfig, create_projector, register_projector
 from modalign.errors import ConfigError
+from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.utils.config import load_config
 
 
@@ -135,3 +137,36 @@ def load_feature_map(module: nn.Module, m: FeatureMap) -> nn.Module:
     else:
         module.load_map(m)  # type: ignore[operator]  # every closed-form projector has load_map
     return module
+
+
+# ---- weights chosen on validation ---------------------------------------------------------------------
+def weight_combos(n_parts: int, grid: Sequence[float]) -> list[tuple[float, ...]]:
+    """Every weighting of `n_parts` parts drawn from `grid` (values in [0, 1], 1 among them) whose largest
+    weight is 1 (a weighting and its multiples are one space), equal weights first."""
+    if not grid or max(grid) != 1 or min(grid) < 0:
+        raise ConfigError(f"weight_grid {list(grid)} must hold values in [0, 1], 1 among them")
+    levels = sorted(set(grid), reverse=True)
+    combos = [w for w in itertools.product(levels, repeat=n_parts) if max(w) == 1]
+    return sorted(combos, key=lambda w: w != (1.0,) * n_parts)  # stable: equal weights win ties
+
+
+def select_weights(outputs_a: Sequence[torch.Tensor], outputs_b: Sequence[torch.Tensor], groups_a: torch.Tensor,
+                   groups_b: torch.Tensor, grid: Sequence[float]) -> tuple[tuple[float, ...], dict[str, float]]:
+    """(the weights with the best validation mean R@1, every weighting's score).
+
+    outputs_a[i]: (n_a, k_i) part i's projection of the validation items of modality a (likewise b).
+    Cosine in the ensemble = weighted mean of the parts' cosines, so each weighting is scored on the
+    concatenated, sqrt(weight)-scaled parts without refitting anything. Ties go to the earlier weighting."""
+    scores: dict[str, float] = {}
+    combos = weight_combos(len(outputs_a), grid)
+    for w in combos:
+        keep = [i for i, x in enumerate(w) if x > 0]
+        ea = combine([outputs_a[i] for i in keep], [w[i] for i in keep])
+        eb = combine([outputs_b[i] for i in keep], [w[i] for i in keep])
+        scores[_label(w)] = retrieval_metrics(ea, eb, groups_a.numpy(), groups_b.numpy(), ks=(1,))["mean_recall@1"]
+    best = max(combos, key=lambda w: scores[_label(w)])  # max keeps the first of equal scores
+    return best, scores
+
+
+def _label(weights: Sequence[float]) -> str:
+    return ",".join(f"{x:g}" for x in weights)

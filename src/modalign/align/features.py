@@ -25,6 +25,12 @@ class FeatureSet:
             common = u if common is None else np.intersect1d(common, u)
         return torch.from_numpy(common if common is not None else np.zeros(0, dtype=np.int64))
 
+    def take_groups(self, groups: np.ndarray) -> FeatureSet:
+        """The rows of these groups in every modality (row order kept)."""
+        rows = {m: torch.from_numpy(np.isin(g.numpy(), groups)) for m, g in self.groups.items()}
+        return FeatureSet({m: x[rows[m]] for m, x in self.features.items()},
+                          {m: g[rows[m]] for m, g in self.groups.items()})
+
     def all_pairs(self, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Row indices (ia, ib) of every positive (a, b) pair: e.g. every caption with its image."""
         ga, gb = self.groups[a].numpy(), self.groups[b].numpy()

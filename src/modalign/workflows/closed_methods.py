@@ -86,6 +86,15 @@ def val_recall(maps: Maps, val: FeatureSet | None, a: str, b: str) -> float | No
     return retrieval_metrics(ea, eb, val.groups[a].numpy(), val.groups[b].numpy())["mean_recall@1"]
 
 
+def val_subset(val: FeatureSet, max_groups: int, seed: int = 0) -> FeatureSet:
+    """At most `max_groups` groups of `val` (a seeded random choice, all their items): scoring a validation
+    split costs O(n^2), so a 100k-pair one is judged on a subset."""
+    groups = val.shared_groups().numpy()
+    if len(groups) <= max_groups:
+        return val
+    return val.take_groups(np.random.default_rng(seed).choice(groups, max_groups, replace=False))
+
+
 # ---- the parts ---------------------------------------------------------------------------------------
 def kcca_maps(train: FeatureSet, a: str, b: str, cfg: KernelCCAConfig, max_pairs: int | None = None) -> Maps:
     """Kernel CCA maps; above `max_pairs` pairs the fit reads a seeded random subset of them."""
