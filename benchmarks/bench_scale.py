@@ -61,6 +61,9 @@ from modalign.workflows.suite import SUITE
 
 METHODS = ["auto", "mlp", "ridge", "procrustes", "cca", "kcca", "asif"]
 CLOSED_FORMS = ("ridge", "procrustes", "cca", "kcca", "asif", "auto")
+# fits that depend on the training pairs only (their own subsets are seeded by config, not by the run's
+# seed): on all pairs every seed gives the very same fit, so it runs once and is copied to the other seeds
+DETERMINISTIC = ("ridge", "procrustes", "cca", "kcca", "asif")
 METRICS = {"mean_recall@1": "mean R@1", "zs_acc1": "set zs", "tux_zs_acc1": "Tux zs"}
 SPLIT = {"train": 0.7, "val": 0.1, "test": 0.2}
 MIN_TEST_PER_CLASS = 20
@@ -183,7 +186,8 @@ def fit_and_score(method: str, train: FeatureSet, parts: dict[str, FeatureSet], 
     r.update({k: ev(model)["acc1"] for k, ev in evaluators.items()})
     epochs = len(info["result"].history) if "result" in info else 0
     n_pairs = len(train.features["image"])
-    return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"), "tag": ctx["tag"],
+    return model, {"fit_seconds": fit_s, "epochs": epochs, "choice": info.get("choice"),
+                   "weights": info.get("weights"), "tag": ctx["tag"],
                    "load_avg_1m": load, "torch_threads": torch.get_num_threads(),
                    # images * epochs / s: overstates the loop's rate where groups hold several images (an
                    # epoch draws one pair per group); trainer_pairs_per_second is the loop's batch rows / s
@@ -210,6 +214,12 @@ def run_curve(parts: dict[str, FeatureSet], ctx: dict[str, Any], evaluators: dic
                 keep = (save is not None and size is None and seed == seeds[0] and method in save_methods
                         and not (save / method / "config.json").is_file())
                 if (method, str(fraction), seed) in have and not keep:
+                    continue
+                same = next((r for r in runs if size is None and method in DETERMINISTIC and r["method"] == method
+                             and r["fraction"] == "all" and "copied_from_seed" not in r), None)
+                if same is not None and not keep:
+                    runs.append({**same, "seed": seed, "copied_from_seed": same["seed"]})
+                    print(f"     all seed {seed} {method:<11}the seed-{same['seed']} fit (the same fit)", flush=True)
                     continue
                 if budget_s is not None and time.perf_counter() - t0 > budget_s:
                     print(f"budget of {budget_s:.0f}s spent: rerun with --resume for the rest", flush=True)

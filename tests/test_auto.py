@@ -12,13 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modalign.align.ensemble import weight_combos
+from modalign.align.ensemble import combine, select_weights, weight_combos
 from modalign.align.features import FeatureSet
 from modalign.align.trainer import TrainConfig, evaluate_features
 from modalign.data.pairs import load_pairs
 from modalign.encoders import FINAL_LAYER, create_encoder
 from modalign.encoders.label_head import imagenet_classnames
 from modalign.errors import ConfigError
+from modalign.evaluate.retrieval import retrieval_metrics
 from modalign.model import AlignedModel, TowerConfig
 from modalign.store import EmbeddingStore
 from modalign.workflows.fit import FitConfig, fit
@@ -130,6 +131,27 @@ def test_auto_chooses_weights_on_a_large_validation_split(effnet, store):
     assert weight_combos(2, [0, 0.5, 1]) == [(1, 1), (1, 0.5), (1, 0), (0.5, 1), (0, 1)]
     with pytest.raises(ConfigError, match="1 among them"):
         weight_combos(2, [0, 0.5])
+
+
+def test_weight_scores_are_the_recall_of_the_concatenated_ensemble():
+    """select_weights scores each weighting from the parts' cosines without concatenating: the same
+    mean R@1 as retrieval_metrics on the concatenated, sqrt(weight)-scaled parts (groups with 2 images)."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(60, 8, generator=g)
+    img_groups, txt_groups = torch.arange(60).repeat(2), torch.arange(60)
+    imgs = torch.cat([z, z + 0.5 * torch.randn(60, 8, generator=g)])  # (120, 8): two images per group
+    parts_a = [imgs @ torch.randn(8, k, generator=g) + 0.8 * torch.randn(120, k, generator=g) for k in (5, 7, 6)]
+    parts_b = [z @ torch.randn(8, k, generator=g) + 0.8 * torch.randn(60, k, generator=g) for k in (5, 7, 6)]
+    best, scores = select_weights(parts_a, parts_b, img_groups, txt_groups, [0, 0.5, 1], block=16)
+    assert len(scores) == 3 ** 3 - 2 ** 3 and len(set(scores.values())) > 3  # the weightings do differ
+    for label, score in scores.items():
+        w = [float(x) for x in label.split(",")]
+        keep = [i for i, x in enumerate(w) if x > 0]
+        ea = combine([parts_a[i] for i in keep], [w[i] for i in keep])
+        eb = combine([parts_b[i] for i in keep], [w[i] for i in keep])
+        expected = retrieval_metrics(ea, eb, img_groups.numpy(), txt_groups.numpy())["mean_recall@1"]
+        assert score == pytest.approx(expected, abs=1e-6), label
+    assert scores[",".join(f"{x:g}" for x in best)] == max(scores.values())
 
 
 def _write_pairs(folder: Path, images: list[Path], captions: list[str]) -> Path:

@@ -29,7 +29,7 @@ from torch import nn
 
 from modalign.align.projectors import ProjectorConfig, create_projector, register_projector
 from modalign.errors import ConfigError
-from modalign.evaluate.retrieval import retrieval_metrics
+from modalign.evaluate.ranks import hits, ranks_of_best_positive
 from modalign.utils.config import load_config
 
 
@@ -151,21 +151,44 @@ def weight_combos(n_parts: int, grid: Sequence[float]) -> list[tuple[float, ...]
 
 
 def select_weights(outputs_a: Sequence[torch.Tensor], outputs_b: Sequence[torch.Tensor], groups_a: torch.Tensor,
-                   groups_b: torch.Tensor, grid: Sequence[float]) -> tuple[tuple[float, ...], dict[str, float]]:
+                   groups_b: torch.Tensor, grid: Sequence[float], block: int = 1024,
+                   ) -> tuple[tuple[float, ...], dict[str, float]]:
     """(the weights with the best validation mean R@1, every weighting's score).
 
     outputs_a[i]: (n_a, k_i) part i's projection of the validation items of modality a (likewise b).
-    Cosine in the ensemble = weighted mean of the parts' cosines, so each weighting is scored on the
-    concatenated, sqrt(weight)-scaled parts without refitting anything. Ties go to the earlier weighting."""
-    scores: dict[str, float] = {}
+    Cosine in the ensemble = weighted mean of the parts' cosines, so each part's cosines are computed once
+    and every weighting is scored from their weighted sum: the same recall as the concatenated ensemble
+    (`retrieval_metrics`), at the cost of one matmul per part instead of one per weighting.
+    Ties go to the earlier weighting."""
     combos = weight_combos(len(outputs_a), grid)
-    for w in combos:
-        keep = [i for i, x in enumerate(w) if x > 0]
-        ea = combine([outputs_a[i] for i in keep], [w[i] for i in keep])
-        eb = combine([outputs_b[i] for i in keep], [w[i] for i in keep])
-        scores[_label(w)] = retrieval_metrics(ea, eb, groups_a.numpy(), groups_b.numpy(), ks=(1,))["mean_recall@1"]
+    ua = [F.normalize(o.float(), dim=-1) for o in outputs_a]
+    ub = [F.normalize(o.float(), dim=-1) for o in outputs_b]
+    a_to_b = _recall_at_1(ua, ub, groups_a, groups_b, combos, block)  # (n_combos,)
+    b_to_a = _recall_at_1(ub, ua, groups_b, groups_a, combos, block)
+    scores = {_label(w): 0.5 * float(x + y) for w, x, y in zip(combos, a_to_b, b_to_a, strict=True)}
     best = max(combos, key=lambda w: scores[_label(w)])  # max keeps the first of equal scores
     return best, scores
+
+
+def _recall_at_1(queries: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor], q_groups: torch.Tensor,
+                 c_groups: torch.Tensor, combos: Sequence[tuple[float, ...]], block: int) -> torch.Tensor:
+    """(n_combos,) recall@1 of the queries under each weighting, blocks of `block` queries at a time."""
+    found = torch.zeros(len(combos), dtype=torch.float64)
+    n_queries = 0
+    for start in range(0, len(queries[0]), block):
+        cos = [q[start : start + block] @ c.t() for q, c in zip(queries, candidates, strict=True)]  # p x (b, n_c)
+        positive = q_groups[start : start + block, None] == c_groups[None, :]  # (b, n_c)
+        has = positive.any(dim=1)
+        n_queries += int(has.sum())
+        for i, w in enumerate(combos):
+            scores = torch.zeros_like(cos[0])  # (b, n_c)
+            for x, part in zip(w, cos, strict=True):
+                if x > 0:  # a dropped part's NaN must not leak in through 0 * NaN
+                    scores += x * part
+            found[i] += hits(ranks_of_best_positive(scores, positive)[has], 1).sum()
+    if not n_queries:
+        raise ValueError("no validation query has a positive: do the image and text groups match?")
+    return found / n_queries
 
 
 def _label(weights: Sequence[float]) -> str:

@@ -215,4 +215,5 @@ def _fit_parts(parts: list[str], towers: Mapping[str, TowerConfig], train: Featu
 
 
 register_method("auto", "the default: label bridge (+) kernel CCA where the image encoder has a classifier head, "
-                "else kernel CCA (a fixed recipe; see modalign.workflows.auto)")(fit_auto)
+                "else kernel CCA; from 5,000 pairs the trained MLP joins, weights chosen on a large validation "
+                "split (see modalign.workflows.auto)")(fit_auto)
