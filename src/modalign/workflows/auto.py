@@ -1,4 +1,5 @@
-"""`--method auto` (the default): a fixed, measured recipe with fallbacks, never a pick-the-max.
+"""`--method auto` (the default): a fixed, measured recipe with fallbacks; weights chosen only on a large
+validation split.
 
     model, info = fit_method("auto", towers, train, val, cfg, encoders=encoders, store=store)
     info["choice"], info["reasons"]         # "bridge+kcca", ["effnet-lite0 has an ImageNet-1k head: ..."]
@@ -121,7 +122,8 @@ def plan(towers: Mapping[str, TowerConfig], n_pairs: int, cfg: AutoConfig,
 def fit_auto(towers: Mapping[str, TowerConfig], train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
              options: Mapping[str, Any] | None = None, encoders: Mapping[str, Encoder] | None = None,
              store: EmbeddingStore | None = None, **kwargs: Any) -> tuple[AlignedModel, dict[str, Any]]:
-    """The auto recipe (module docstring). Reads `train` (and `val` only to report), never a test split."""
+    """The auto recipe (module docstring). Fits on `train`; reads `val` to report, to guard (step 8) and, when
+    it holds `select_min_val` pairs, to choose the weights (step 7); never a test split."""
     acfg = AutoConfig.from_dict(options)
     if len(towers) != 2:
         reason = f"{len(towers)} towers ({', '.join(towers)}): closed forms align two, so the trained MLP"
@@ -177,7 +179,7 @@ def _weights(parts: list[str], fitted: Mapping[str, Maps], val_scores: Mapping[s
 
 def _weak_part(val_scores: Mapping[str, float | None], val: FeatureSet | None, a: str, b: str,
                acfg: AutoConfig) -> tuple[str, str] | None:
-    """(part to drop, why) by step 7 of the recipe, or None to keep both. A guard against a broken part,
+    """(part to drop, why) by step 8 of the recipe, or None to keep both. A guard against a broken part,
     not a choice between close ones: it needs a wide margin and enough validation items to trust it."""
     vb, vk = val_scores.get("bridge"), val_scores.get("kcca")
     if vb is None or vk is None or val is None or acfg.part_min_val_ratio <= 0:
