@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from modalign.data.decode_cache import cached_pixels, decode_cache_root, is_cached, settings_folder
-from modalign.data.images import SVG_RENDER_WIDTH, image_from_file_bytes, load_image, read_image_file
+from modalign.data.images import SVG_RENDER_WIDTH, image_from_file_bytes, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,20 +77,22 @@ class ImageTransform:
 
 @dataclass(frozen=True)
 class ImageDecoder:
-    """Raw image item -> normalised float32 (3, S, S): what an image encoder's `load` does, picklable and
+    """Raw image item -> normalised float32 (3, S, S), or with `raw` the resized (S, S, 3) uint8 pixels
+    (the model normalises them: image encoders do it inside their exported graph). Picklable and
     torch-free so that the store can run it in worker processes (SVG rendering holds the GIL)."""
 
     transform: ImageTransform
     cache: Path | None = None  # decode cache root (data.decode_cache) for files; None: decode every time
+    raw: bool = False  # True: (S, S, 3) uint8, not normalised (a quarter of the bytes to stack and pickle)
 
     def __call__(self, item: object) -> np.ndarray:
         if self.cache is None or not isinstance(item, str | os.PathLike):
-            return self.transform.to_array(load_image(item))
-        path = Path(item)
-        data = read_image_file(path)  # read once: hashed for the cache key, decoded on a miss
-        pixels = cached_pixels(self._folder(self.cache), data, path.name,
-                               lambda: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
-        return self.transform.normalise(pixels)
+            pixels = np.asarray(self.transform.resize_image(load_image(item)))
+        else:
+            path = Path(item)
+            pixels = cached_pixels(self._folder(self.cache), path,
+                                   lambda data: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
+        return pixels if self.raw else self.transform.normalise(pixels)
 
     def _folder(self, root: Path) -> Path:
         return settings_folder(root, self.transform.resize_settings())
@@ -101,6 +103,6 @@ class ImageDecoder:
                 and is_cached(self._folder(self.cache), Path(item)))
 
 
-def image_decoder(transform: ImageTransform) -> ImageDecoder:
+def image_decoder(transform: ImageTransform, raw: bool = False) -> ImageDecoder:
     """The decoder encoders use: with the decode cache unless $MODALIGN_DECODE_CACHE turns it off."""
-    return ImageDecoder(transform, decode_cache_root())
+    return ImageDecoder(transform, decode_cache_root(), raw)
