@@ -6,7 +6,8 @@ SVG, `svg` = SVG stamps only), per set:
             processes for files), collate, forward (the ONNX Runtime fast path), write shards; the
             decode cache (data/decode_cache.py) holds these files' resized pixels: any encode after the first
   ours_cold the same with an empty decode cache: the first encode of files never seen (shown, no goal)
-  today     the pipeline as it was: encoder.runtime = "eager" (eager torch forward), no decode cache
+  today     the pipeline as it was: encoder.runtime = "eager" (eager torch forward), no decode cache,
+            workers decoding to normalised float32 (3, S, S) (`encoder.load`), not uint8 pixels
   ort       a bare onnxruntime.InferenceSession (default options, same thread count) running the same
             exported graph on batches decoded and collated beforehand: the floor for "ours"
   eager     the bare eager torch forward on those batches
@@ -41,6 +42,7 @@ from _common import machine_info, median, print_header, write_json
 
 from modalign.data.column import Column
 from modalign.data.decode_cache import DECODE_CACHE_ENV
+from modalign.data.image_transform import image_decoder
 from modalign.data.tuxpaint import load_tuxpaint
 from modalign.encoders import create_encoder
 from modalign.errors import InvalidItem
@@ -138,7 +140,11 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
 
     def today() -> np.ndarray:
         encoder.runtime = "eager"
-        return with_decode_cache("off", lambda: pipeline(encoder, column, args))
+        encoder.process_loader = lambda: image_decoder(encoder.transform)  # float32 pixels, as it was
+        try:
+            return with_decode_cache("off", lambda: pipeline(encoder, column, args))
+        finally:
+            del encoder.process_loader
 
     def bare_ort() -> np.ndarray:
         return np.concatenate([session.run(None, {"pixels": a})[0] for a in arrays])

@@ -104,14 +104,16 @@ def _load(npy: Path) -> np.ndarray | None:
     """The cached pixels at `npy`; InvalidItem when the file's reason is cached; None on a miss (a damaged
     cache file is a miss: it is decoded and rewritten)."""
     try:
-        raise InvalidItem(npy.with_suffix(".err").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
+        pixels = np.load(npy, allow_pickle=False)  # the common case first: one open
+        if pixels.dtype == np.uint8 and pixels.ndim == 3:
+            return pixels
+    except (OSError, ValueError, EOFError):
         pass
     try:
-        pixels = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        reason = npy.with_suffix(".err").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return None
-    return pixels if pixels.dtype == np.uint8 and pixels.ndim == 3 else None
+    raise InvalidItem(reason)
 
 
 def _write(path: Path, data: bytes) -> None:

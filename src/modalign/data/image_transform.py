@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -90,17 +91,20 @@ class ImageDecoder:
             pixels = np.asarray(self.transform.resize_image(load_image(item)))
         else:
             path = Path(item)
-            pixels = cached_pixels(self._folder(self.cache), path,
+            pixels = cached_pixels(self._folder, path,
                                    lambda data: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
         return pixels if self.raw else self.transform.normalise(pixels)
 
-    def _folder(self, root: Path) -> Path:
-        return settings_folder(root, self.transform.resize_settings())
+    @cached_property
+    def _folder(self) -> Path:
+        """The cache folder of these resize settings (hashed once per decoder, not per item)."""
+        assert self.cache is not None
+        return settings_folder(self.cache, self.transform.resize_settings())
 
     def is_cached(self, item: object) -> bool:
         """True when `item` is a file whose resized pixels the cache holds: loading it is a file read."""
         return (self.cache is not None and isinstance(item, str | os.PathLike)
-                and is_cached(self._folder(self.cache), Path(item)))
+                and is_cached(self._folder, Path(item)))
 
 
 def image_decoder(transform: ImageTransform, raw: bool = False) -> ImageDecoder:
