@@ -23,6 +23,7 @@ Text (minilm-l6; sets `tux` = Tux captions, `long` = 1-8 captions joined, length
   forward   the bare forward on batches tokenised beforehand, in row order (no sorting)
 Same batch size everywhere, same torch/ORT threads (--threads). Each repeat runs every variant
 (order rotated); figures are medians of per-repeat ratios. Vectors are checked across variants.
+Temp folders (the fresh stores, the empty decode caches) are deleted after a variant's timer stops.
 
     python benchmarks/bench_encode.py --threads 1 --json benchmarks/results/encode.json
     python benchmarks/bench_encode.py --image-sets png --text-sets '' --repeats 5
@@ -31,7 +32,9 @@ Same batch size everywhere, same torch/ORT threads (--threads). Each repeat runs
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -92,18 +95,30 @@ def decoded_batches(encoder: Any, column: Column, batch_size: int) -> tuple[list
     return [encoder.collate(loaded[i : i + batch_size]) for i in range(0, len(loaded), batch_size)], len(loaded)
 
 
+_SCRATCH: list[str] = []  # temp folders of the variant being timed: deleted after its timer stops
+
+
+def scratch(prefix: str) -> str:
+    """A fresh temp folder, deleted by `timed` once the variant's time is taken (deleting is not encoding)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    _SCRATCH.append(folder)
+    return folder
+
+
 def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    dt = time.perf_counter() - t0
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
+    return dt, out
 
 
 def pipeline(encoder: Any, column: Column, args: argparse.Namespace) -> np.ndarray:
     fresh = column.take(np.arange(len(column)))  # a new Column: its content hash is computed again
-    with tempfile.TemporaryDirectory(prefix="modalign-bench-") as tmp:
-        emb = EmbeddingStore(tmp).encode(fresh, encoder, batch_size=args.batch_size, num_workers=args.workers,
-                                         progress=False)["final"]
-        return emb.vectors(emb.valid_rows)
+    emb = EmbeddingStore(scratch("modalign-bench-")).encode(fresh, encoder, batch_size=args.batch_size,
+                                                           num_workers=args.workers, progress=False)["final"]
+    return emb.vectors(emb.valid_rows)
 
 
 def with_decode_cache(where: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
@@ -131,6 +146,7 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
     arrays = [b.numpy() for b in batches]
 
     warm_cache = tempfile.mkdtemp(prefix="modalign-bench-decoded-")  # filled by the warm-up run
+    atexit.register(shutil.rmtree, warm_cache, True)
 
     def ours() -> np.ndarray:
         encoder.runtime = "auto"
@@ -138,8 +154,7 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
 
     def ours_cold() -> np.ndarray:
         encoder.runtime = "auto"
-        with tempfile.TemporaryDirectory(prefix="modalign-bench-decoded-") as empty:
-            return with_decode_cache(empty, lambda: pipeline(encoder, column, args))
+        return with_decode_cache(scratch("modalign-bench-decoded-"), lambda: pipeline(encoder, column, args))
 
     def today() -> np.ndarray:
         encoder.runtime = "eager"
@@ -157,8 +172,7 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
         return np.concatenate([encoder.forward(b, ["final"])["final"].numpy() for b in batches])
 
     def decode() -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix="modalign-bench-decoded-") as empty:
-            return with_decode_cache(empty, lambda: decode_only(encoder, column, args.workers))
+        return with_decode_cache(scratch("modalign-bench-decoded-"), lambda: decode_only(encoder, column, args.workers))
 
     return {"ours": ours, "ours_cold": ours_cold, "today": today, "ort": bare_ort, "eager": eager, "decode": decode}
 
