@@ -6,16 +6,24 @@ SVG, `svg` = SVG stamps only), per set:
             processes for files), collate, forward (the ONNX Runtime fast path), write shards; the
             decode cache (data/decode_cache.py) holds these files' resized pixels: any encode after the first
   ours_cold the same with an empty decode cache: the first encode of files never seen (shown, no goal)
-  today     the pipeline as it was: encoder.runtime = "eager" (eager torch forward), no decode cache
+  today     the pipeline as it was: encoder.runtime = "eager" (eager torch forward), no decode cache,
+            workers decoding to normalised float32 (3, S, S) (`encoder.load`), not uint8 pixels
   ort       a bare onnxruntime.InferenceSession (default options, same thread count) running the same
             exported graph on batches decoded and collated beforehand: the floor for "ours"
   eager     the bare eager torch forward on those batches
+  decode    decoding alone, no forward: every item submitted at once to the store's loader (same workers:
+            processes for files not in the decode cache), with an empty decode cache, as ours_cold
+  cold_max  min(ort, decode) per repeat: the most a first encode could reach if decoding and the forward
+            did not share CPU; ours_cold/cold_max is how close to that a first encode comes
+  cold_cpu  1 / (1/ort + 1/decode) per repeat: the bound when both need the same cores (each at full
+            speed uses every core, as here: decode workers = cores, ORT threads = cores)
 Text (minilm-l6; sets `tux` = Tux captions, `long` = 1-8 captions joined, lengths varying 8x):
   ours      the store pipeline (length-sorted batches, tokenised on a side thread)
   peer      SentenceTransformer.encode(texts, batch_size=B): what sentence-transformers users run
   forward   the bare forward on batches tokenised beforehand, in row order (no sorting)
 Same batch size everywhere, same torch/ORT threads (--threads). Each repeat runs every variant
 (order rotated); figures are medians of per-repeat ratios. Vectors are checked across variants.
+Temp folders (the fresh stores, the empty decode caches) are deleted after a variant's timer stops.
 
     python benchmarks/bench_encode.py --threads 1 --json benchmarks/results/encode.json
     python benchmarks/bench_encode.py --image-sets png --text-sets '' --repeats 5
@@ -24,7 +32,9 @@ Same batch size everywhere, same torch/ORT threads (--threads). Each repeat runs
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -37,14 +47,17 @@ from _common import machine_info, median, print_header, write_json
 
 from modalign.data.column import Column
 from modalign.data.decode_cache import DECODE_CACHE_ENV
+from modalign.data.image_transform import image_decoder
 from modalign.data.tuxpaint import load_tuxpaint
 from modalign.encoders import create_encoder
 from modalign.errors import InvalidItem
-from modalign.store import EmbeddingStore
+from modalign.store import EmbeddingStore, encode_plan
 
 GOALS = {"image": {"ours/today": 5.0, "ours/ort": 0.85}, "text": {"ours/peer": 1.0}}
 # shown beside the goals: the first encode of files never seen (decode cache empty)
-EXTRA_RATIOS = {"image": ["ours_cold/today", "ours_cold/ort"], "text": []}
+EXTRA_RATIOS = {"image": ["ours_cold/today", "ours_cold/ort", "ours_cold/cold_max", "ours_cold/cold_cpu", "decode/ort"],
+                "text": []}
+NOT_VECTORS = {"decode"}  # variants whose output is the decoded inputs: counted, not compared
 ATOL = 1e-4  # vectors of two variants (same model; float summation order and kernels differ)
 
 
@@ -82,18 +95,30 @@ def decoded_batches(encoder: Any, column: Column, batch_size: int) -> tuple[list
     return [encoder.collate(loaded[i : i + batch_size]) for i in range(0, len(loaded), batch_size)], len(loaded)
 
 
+_SCRATCH: list[str] = []  # temp folders of the variant being timed: deleted after its timer stops
+
+
+def scratch(prefix: str) -> str:
+    """A fresh temp folder, deleted by `timed` once the variant's time is taken (deleting is not encoding)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    _SCRATCH.append(folder)
+    return folder
+
+
 def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    dt = time.perf_counter() - t0
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
+    return dt, out
 
 
 def pipeline(encoder: Any, column: Column, args: argparse.Namespace) -> np.ndarray:
     fresh = column.take(np.arange(len(column)))  # a new Column: its content hash is computed again
-    with tempfile.TemporaryDirectory(prefix="modalign-bench-") as tmp:
-        emb = EmbeddingStore(tmp).encode(fresh, encoder, batch_size=args.batch_size, num_workers=args.workers,
-                                         progress=False)["final"]
-        return emb.vectors(emb.valid_rows)
+    emb = EmbeddingStore(scratch("modalign-bench-")).encode(fresh, encoder, batch_size=args.batch_size,
+                                                           num_workers=args.workers, progress=False)["final"]
+    return emb.vectors(emb.valid_rows)
 
 
 def with_decode_cache(where: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
@@ -121,6 +146,7 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
     arrays = [b.numpy() for b in batches]
 
     warm_cache = tempfile.mkdtemp(prefix="modalign-bench-decoded-")  # filled by the warm-up run
+    atexit.register(shutil.rmtree, warm_cache, True)
 
     def ours() -> np.ndarray:
         encoder.runtime = "auto"
@@ -128,12 +154,15 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
 
     def ours_cold() -> np.ndarray:
         encoder.runtime = "auto"
-        with tempfile.TemporaryDirectory(prefix="modalign-bench-decoded-") as empty:
-            return with_decode_cache(empty, lambda: pipeline(encoder, column, args))
+        return with_decode_cache(scratch("modalign-bench-decoded-"), lambda: pipeline(encoder, column, args))
 
     def today() -> np.ndarray:
         encoder.runtime = "eager"
-        return with_decode_cache("off", lambda: pipeline(encoder, column, args))
+        encoder.process_loader = lambda: image_decoder(encoder.transform)  # float32 pixels, as it was
+        try:
+            return with_decode_cache("off", lambda: pipeline(encoder, column, args))
+        finally:
+            del encoder.process_loader
 
     def bare_ort() -> np.ndarray:
         return np.concatenate([session.run(None, {"pixels": a})[0] for a in arrays])
@@ -142,7 +171,23 @@ def image_variants(encoder: Any, column: Column, args: argparse.Namespace) -> di
         encoder.runtime = "eager"
         return np.concatenate([encoder.forward(b, ["final"])["final"].numpy() for b in batches])
 
-    return {"ours": ours, "ours_cold": ours_cold, "today": today, "ort": bare_ort, "eager": eager}
+    def decode() -> np.ndarray:
+        return with_decode_cache(scratch("modalign-bench-decoded-"), lambda: decode_only(encoder, column, args.workers))
+
+    return {"ours": ours, "ours_cold": ours_cold, "today": today, "ort": bare_ort, "eager": eager, "decode": decode}
+
+
+def decode_only(encoder: Any, column: Column, workers: int) -> np.ndarray:
+    """The store's decoding of a fresh column, no forward: its loader (threads, and processes for files
+    not in the decode cache) with every item submitted at once; one row per decodable item."""
+    fresh = column.take(np.arange(len(column)))
+    fresh.content_hash()  # the store hashes the column first too
+    loader = encode_plan._Loader(encoder, workers, len(fresh))
+    try:
+        ok = [ok for ok, _ in (f.result() for f in [loader.submit(item) for item in fresh.items])]
+    finally:
+        loader.close()
+    return np.zeros((sum(ok), 0), dtype=np.float32)
 
 
 def text_variants(encoder: Any, column: Column, args: argparse.Namespace) -> dict[str, Callable[[], np.ndarray]]:
@@ -163,7 +208,7 @@ def bench(kind: str, set_name: str, spec: str, column: Column, args: argparse.Na
     variants = (image_variants if kind == "image" else text_variants)(encoder, column, args)
     names = list(variants)
     for name in names:  # warm-up (not the slow eager ones): allocations, kernel choice, ORT's first run
-        if name not in ("today", "eager", "ours_cold"):
+        if name not in ("today", "eager", "ours_cold", "decode"):
             variants[name]()
     speeds: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, np.ndarray] = {}
@@ -176,8 +221,11 @@ def bench(kind: str, set_name: str, spec: str, column: Column, args: argparse.Na
     n_ok = {len(v) for v in outputs.values()}
     if len(n_ok) != 1:
         raise RuntimeError(f"{spec} on {set_name}: the variants encoded different numbers of items {n_ok}")
+    if "decode" in speeds:
+        speeds["cold_max"] = [min(a, b) for a, b in zip(speeds["ort"], speeds["decode"], strict=True)]
+        speeds["cold_cpu"] = [1 / (1 / a + 1 / b) for a, b in zip(speeds["ort"], speeds["decode"], strict=True)]
     ref = outputs[names[1]] if kind == "text" else outputs["eager"]  # peer / eager torch
-    diffs = {n: float(np.abs(o - ref).max()) for n, o in outputs.items()}
+    diffs = {n: float(np.abs(o - ref).max()) for n, o in outputs.items() if n not in NOT_VECTORS}
     if max(diffs.values()) > ATOL:
         raise RuntimeError(f"{spec} on {set_name}: variants disagree ({diffs}); they do not compute the same thing")
     ratios = {goal: median([a / b for a, b in zip(speeds[goal.split('/')[0]], speeds[goal.split('/')[1]],

@@ -105,7 +105,7 @@ def test_fast_path_matches_eager_and_is_exported_once(cache_home, timm_spec, tux
     graph = enc._fast.graph_path(layers)
     assert graph.is_file() and graph.parent.parent == cache_home / "graphs"  # <cache>/graphs/<fingerprint>/
     assert graph.parent.name == enc.fingerprint()[:20]
-    assert enc._fast._graphs[tuple(layers)] is not None  # ONNX Runtime ran
+    assert enc._fast._graphs[tuple(layers), False] is not None  # ONNX Runtime ran (float pixels)
     record = json.loads(graph.with_suffix(".json").read_text())
     assert record["ok"] and set(record["outputs"]) == set(layers)
     assert "exported" in caplog.text
@@ -134,6 +134,55 @@ def test_store_key_does_not_depend_on_the_execution_path(cache_home, timm_spec, 
     fresh = EmbeddingStore(tmp_path / "other").encode(column, fast_enc, batch_size=4, progress=False)["final"]
     assert fast_enc._fast is not None and fresh.path.name == eager.path.name
     _close(fresh.vectors(), eager.vectors())
+
+
+def test_normalise_pixels_equals_the_numpy_transform_bit_for_bit():
+    from modalign.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+    from modalign.encoders.image_transforms import normalise_pixels
+
+    every = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * 3, axis=-1)  # (16, 16, 3): all 256 values
+    for mean, std in [(IMAGENET_MEAN, IMAGENET_STD), ((127 / 255,) * 3, (128 / 255,) * 3)]:
+        numpy = ImageTransform(size=16, mean=mean, std=std).normalise(every)  # (3, 16, 16)
+        torch_ = normalise_pixels(torch.from_numpy(every[None]), mean, std)  # (1, 3, 16, 16)
+        assert torch_.dtype == torch.float32
+        np.testing.assert_array_equal(torch_[0].numpy(), numpy)
+
+
+def test_uint8_batches_give_the_float_batches_vectors(cache_home, timm_spec, tux_images, tmp_path):
+    enc = create_encoder(timm_spec)
+    raw = enc.collate([enc.process_loader()(p) for p in tux_images[:4]])  # what the store's loop feeds
+    floats = enc.collate([enc.load(p) for p in tux_images[:4]])
+    assert raw.dtype == torch.uint8 and tuple(raw.shape) == (4, 160, 160, 3) and floats.shape == (4, 3, 160, 160)
+    layers = [enc.layer_names()[1], "final"]
+    fast_raw, fast_float = enc.forward(raw, layers), enc.forward(floats, layers)
+    assert set(enc._fast._graphs) == {(tuple(layers), True), (tuple(layers), False)}  # one graph each, both ran
+    assert all(g is not None for g in enc._fast._graphs.values())
+    assert enc._fast.graph_path(layers, raw=True) != enc._fast.graph_path(layers)  # normalisation is in the key
+    enc.runtime = "eager"
+    eager_raw, eager_float = enc.forward(raw, layers), enc.forward(floats, layers)
+    for name in layers:
+        np.testing.assert_array_equal(eager_raw[name].numpy(), eager_float[name].numpy())  # same float32 ops
+        _close(fast_raw[name], eager_float[name])
+        _close(fast_float[name], eager_float[name])
+    column = Column("image", [p.name for p in tux_images[:4]], tux_images[:4], np.arange(4))
+    stored = EmbeddingStore(tmp_path / "store").encode(column, create_encoder(timm_spec), batch_size=4,
+                                                      num_workers=1, progress=False)["final"]
+    _close(stored.vectors(), eager_float["final"])
+
+
+def test_file_hashes_follow_the_file_not_its_path(tmp_path):
+    from modalign.utils.hashing import hash_bytes, hash_file
+
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"one content")
+    link = tmp_path / "link.bin"
+    link.symlink_to(f)
+    assert hash_file(f) == hash_file(link) == hash_file(tmp_path / "." / "a.bin") == hash_bytes(b"one content")
+    st = f.stat()
+    f.write_bytes(b"two content")  # same size; mtime put back: the change time still tells
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+    assert hash_file(f) == hash_file(link) == hash_bytes(b"two content")
 
 
 def test_a_bad_graph_falls_back_to_eager_with_one_warning(cache_home, timm_spec, tux_images, caplog):
@@ -194,6 +243,7 @@ def test_decode_processes_give_the_inline_results(cache_home, timm_spec, tux_roo
 
 # ---- the decode cache -----------------------------------------------------------------------------
 def test_decode_cache_gives_the_same_pixels_and_survives_damage(tmp_path, tux_root, monkeypatch):
+    from modalign.data import decode_cache
     from modalign.data.decode_cache import DECODE_CACHE_ENV
     from modalign.data.image_transform import ImageDecoder, ImageTransform, image_decoder
 
@@ -208,9 +258,16 @@ def test_decode_cache_gives_the_same_pixels_and_survives_damage(tmp_path, tux_ro
     for a, b, c in zip(plain, first, again, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+    with monkeypatch.context() as m:  # a hit reads only the cached pixels: the hash is hash_file's, memoised
+        m.setattr(decode_cache, "read_image_file", _no_read)
+        assert all(np.array_equal(a, decoder(f)) for a, f in zip(plain, files, strict=True))
+    raw = image_decoder(transform, raw=True)(files[0])  # what the store's loop loads: pixels, not normalised
+    assert raw.dtype == np.uint8 and raw.shape == (64, 64, 3)
+    np.testing.assert_array_equal(transform.normalise(raw), plain[0])
     cached[0].write_bytes(b"torn")  # a damaged file is a miss, decoded and rewritten
+    cached[1].write_bytes(cached[1].read_bytes()[:-5])  # a valid header, pixels cut short: a miss too
     assert all(np.array_equal(a, decoder(f)) for a, f in zip(plain, files, strict=True))
-    assert np.load(cached[0]).shape == (64, 64, 3)
+    assert np.load(cached[0]).shape == np.load(cached[1]).shape == (64, 64, 3)
     other = image_decoder(ImageTransform(size=32))(files[0])  # other resize settings: another folder
     assert other.shape == (3, 32, 32) and len(list((tmp_path / "decoded").iterdir())) == 2
     corrupt = tmp_path / "corrupt.png"
@@ -223,6 +280,10 @@ def test_decode_cache_gives_the_same_pixels_and_survives_damage(tmp_path, tux_ro
     assert str(again_error.value) == str(first_error.value)
     monkeypatch.setenv(DECODE_CACHE_ENV, "off")
     assert image_decoder(transform).cache is None
+
+
+def _no_read(path: Path) -> bytes:
+    raise AssertionError(f"{path} was read on a decode cache hit")
 
 
 # ---- text encoders' fast path -------------------------------------------------------------------
@@ -250,7 +311,7 @@ def test_text_fast_path_matches_eager_and_the_peer(cache_home, tiny_st, tux_imag
     batch = enc.collate(caps)
     layers = ["final", "hidden.1", "embeddings"]
     fast = enc.forward(batch, layers)
-    assert enc._fast is not None and enc._fast._graphs[tuple(layers)] is not None  # ONNX Runtime ran
+    assert enc._fast is not None and enc._fast._graphs[tuple(layers), False] is not None  # ONNX Runtime ran
     assert enc._fast.graph_path(layers).is_file()
     enc.runtime = "eager"
     eager = enc.forward(batch, layers)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modalign.data.images import read_image_file
 from modalign.errors import ImageTooLarge, InvalidItem
 from modalign.utils.hashing import hash_bytes, hash_file, hash_json
 from modalign.utils.io import umask_mode
@@ -69,35 +71,71 @@ def is_cached(folder: Path, path: Path) -> bool:
     return npy.is_file() or npy.with_suffix(".err").is_file()
 
 
-def cached_pixels(folder: Path, data: bytes, name: str, decode: Callable[[], np.ndarray]) -> np.ndarray:
-    """(S, S, 3) uint8 from the cache, else `decode()` (stored when it was slow enough to be worth it).
+def cached_pixels(folder: Path, path: Path, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
+    """(S, S, 3) uint8 of the file at `path` from the cache, else `decode(its bytes)` (stored when it was slow
+    enough to be worth it).
 
-    A file that cannot be decoded raises the same InvalidItem each time; its reason is cached too (`.err`),
-    so a bad file is not sent to a decode process on every run."""
-    path = cache_file(folder, hash_bytes(data), name)
+    A hit costs a stat and a load: the content hash is hash_file's, memoised once the store has hashed the
+    column, so the file is read only on a miss. A file that cannot be decoded raises the same InvalidItem
+    each time; its reason is cached too (`.err`), so a bad file is not sent to a decode process on every run."""
     try:
-        raise InvalidItem(path.with_suffix(".err").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        pass
-    try:
-        pixels = np.load(path, allow_pickle=False)
-        if pixels.dtype == np.uint8 and pixels.ndim == 3:
-            return pixels
-    except (OSError, ValueError, EOFError):
-        pass  # missing or damaged: decode and (re)write
+        hit = _load(cache_file(folder, hash_file(path), path.name))
+    except OSError:
+        hit = None  # missing or unreadable: read_image_file below says why
+    if hit is not None:
+        return hit
+    data = read_image_file(path)  # InvalidItem / ImageTooLarge for a missing, special or oversized file
+    npy = cache_file(folder, hash_bytes(data), path.name)  # the bytes decoded are the bytes keyed
     t0 = time.perf_counter()
     try:
-        pixels = decode()
+        pixels = decode(data)
     except ImageTooLarge:
         raise  # a limit, not a property of the file alone: never cached
     except InvalidItem as e:
-        _write(path.with_suffix(".err"), str(e).encode("utf-8"))
+        _write(npy.with_suffix(".err"), str(e).encode("utf-8"))
         raise
     if time.perf_counter() - t0 >= MIN_DECODE_S:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(pixels), allow_pickle=False)
-        _write(path, buf.getvalue())
+        _write(npy, buf.getvalue())
     return pixels
+
+
+def _load(npy: Path) -> np.ndarray | None:
+    """The cached pixels at `npy`; InvalidItem when the file's reason is cached; None on a miss (a damaged
+    cache file is a miss: it is decoded and rewritten)."""
+    try:
+        pixels = _read_npy(npy)  # the common case first: one open
+        if pixels.dtype == np.uint8 and pixels.ndim == 3:
+            return pixels
+    except (OSError, ValueError, EOFError):
+        pass
+    try:
+        reason = npy.with_suffix(".err").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    raise InvalidItem(reason)
+
+
+# what np.save writes first for a C-ordered (H, W, C) uint8 array (format 1.0): parsed without np.load's
+# literal_eval, which cost ~0.1 ms of GIL-holding Python a hit
+_HEADER = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+), (\d+), (\d+)\), \} *\n")
+
+
+def _read_npy(npy: Path) -> np.ndarray:
+    """The array np.save wrote to `npy`: uint8 (H, W, C) read in one go, anything else by np.load."""
+    with open(npy, "rb") as f:
+        data = bytearray(os.fstat(f.fileno()).st_size)  # writable, as np.load's arrays are
+        if f.readinto(data) != len(data):
+            raise EOFError(f"{npy} changed while read")
+    if data[:8] == b"\x93NUMPY\x01\x00":
+        n = 10 + int.from_bytes(data[8:10], "little")
+        m = _HEADER.fullmatch(bytes(data[10:n]))
+        if m is not None:
+            shape = tuple(int(v) for v in m.groups())
+            if len(data) - n == shape[0] * shape[1] * shape[2]:
+                return np.frombuffer(data, dtype=np.uint8, offset=n).reshape(shape)
+    return np.load(io.BytesIO(bytes(data)), allow_pickle=False)  # raises ValueError for a torn file
 
 
 def _write(path: Path, data: bytes) -> None:

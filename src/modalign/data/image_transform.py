@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from modalign.data.decode_cache import cached_pixels, decode_cache_root, is_cached, settings_folder
-from modalign.data.images import SVG_RENDER_WIDTH, image_from_file_bytes, load_image, read_image_file
+from modalign.data.images import SVG_RENDER_WIDTH, image_from_file_bytes, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,30 +78,35 @@ class ImageTransform:
 
 @dataclass(frozen=True)
 class ImageDecoder:
-    """Raw image item -> normalised float32 (3, S, S): what an image encoder's `load` does, picklable and
+    """Raw image item -> normalised float32 (3, S, S), or with `raw` the resized (S, S, 3) uint8 pixels
+    (the model normalises them: image encoders do it inside their exported graph). Picklable and
     torch-free so that the store can run it in worker processes (SVG rendering holds the GIL)."""
 
     transform: ImageTransform
     cache: Path | None = None  # decode cache root (data.decode_cache) for files; None: decode every time
+    raw: bool = False  # True: (S, S, 3) uint8, not normalised (a quarter of the bytes to stack and pickle)
 
     def __call__(self, item: object) -> np.ndarray:
         if self.cache is None or not isinstance(item, str | os.PathLike):
-            return self.transform.to_array(load_image(item))
-        path = Path(item)
-        data = read_image_file(path)  # read once: hashed for the cache key, decoded on a miss
-        pixels = cached_pixels(self._folder(self.cache), data, path.name,
-                               lambda: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
-        return self.transform.normalise(pixels)
+            pixels = np.asarray(self.transform.resize_image(load_image(item)))
+        else:
+            path = Path(item)
+            pixels = cached_pixels(self._folder, path,
+                                   lambda data: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
+        return pixels if self.raw else self.transform.normalise(pixels)
 
-    def _folder(self, root: Path) -> Path:
-        return settings_folder(root, self.transform.resize_settings())
+    @cached_property
+    def _folder(self) -> Path:
+        """The cache folder of these resize settings (hashed once per decoder, not per item)."""
+        assert self.cache is not None
+        return settings_folder(self.cache, self.transform.resize_settings())
 
     def is_cached(self, item: object) -> bool:
         """True when `item` is a file whose resized pixels the cache holds: loading it is a file read."""
         return (self.cache is not None and isinstance(item, str | os.PathLike)
-                and is_cached(self._folder(self.cache), Path(item)))
+                and is_cached(self._folder, Path(item)))
 
 
-def image_decoder(transform: ImageTransform) -> ImageDecoder:
+def image_decoder(transform: ImageTransform, raw: bool = False) -> ImageDecoder:
     """The decoder encoders use: with the decode cache unless $MODALIGN_DECODE_CACHE turns it off."""
-    return ImageDecoder(transform, decode_cache_root())
+    return ImageDecoder(transform, decode_cache_root(), raw)

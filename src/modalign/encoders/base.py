@@ -92,8 +92,10 @@ class Encoder(abc.ABC):
         """One forward pass; returns {layer: (B, D) float32 tensor} for each requested layer."""
 
     def process_loader(self) -> Callable[[Any], Any] | None:
-        """A picklable, torch-free function equal to `load`, for decoding files in worker processes
-        (decoders that hold the GIL, e.g. SVG rendering, would stall the forward pass in threads); None: threads."""
+        """A picklable, torch-free function like `load` (`collate` takes its outputs as it takes load's; they
+        may be cheaper, e.g. uint8 pixels that `forward` normalises). The store's encode loop loads with it,
+        in worker processes for files (decoders that hold the GIL, e.g. SVG rendering, would stall the
+        forward pass in threads); None: `load`, in threads."""
         return None
 
     def input_length(self, loaded: Any) -> int:

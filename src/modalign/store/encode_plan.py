@@ -82,11 +82,14 @@ class _Loader:
     thread of its own. Everything runs inline when num_workers == 0."""
 
     def __init__(self, encoder: Encoder, num_workers: int, n_items: int):
-        self.load = encoder.load
+        # the process loader in threads too: its outputs collate like load's and may be cheaper
+        # (image encoders: uint8 pixels that the forward normalises)
+        light = encoder.process_loader()
+        self.load = light or encoder.load
         self.pool = ThreadPoolExecutor(num_workers, thread_name_prefix="modalign-load") if num_workers > 0 else None
         # collate has its own thread so that it never waits behind the next shard's queued loads
         self.side = ThreadPoolExecutor(1, thread_name_prefix="modalign-collate") if num_workers > 0 else None
-        self.process_load = encoder.process_loader() if num_workers > 0 and n_items >= PROCESS_MIN_ITEMS else None
+        self.process_load = light if num_workers > 0 and n_items >= PROCESS_MIN_ITEMS else None
         self.num_workers = num_workers
         self.procs: ProcessPoolExecutor | None = None  # started on the first file item
 
