@@ -126,11 +126,14 @@ def unseen_rows(labelled: LabelledDataset, paired: AlignedDataset, run_split: di
 def _unseen(dataset: LabelledDataset, bench: Benchmark, trained_on: str | None,
             run_split: dict[str, list[str]] | None) -> tuple[LabelledDataset, int]:
     """The labelled set without the items the run trained or validated on, and how many were left out."""
-    from modalign.data.registry import load_dataset
+    from modalign.data.registry import load_pairs_dataset
 
     if run_split is None or trained_on is None or bench.pairs is None:
         return dataset, 0
-    paired = load_dataset(bench.pairs)
+    try:
+        paired = load_pairs_dataset(bench.pairs)
+    except MissingDataError:  # then the model cannot have been trained on it here either
+        return dataset, 0
     if paired.name != trained_on:
         return dataset, 0
     rows = unseen_rows(dataset, paired, run_split)
