@@ -108,6 +108,15 @@ def test_zeroshot_on_a_view_of_the_training_set_scores_held_out_items_only(tiny_
     assert tux_zs["n_seen_left_out"] == len(categories) - len(held_items)
 
 
+def test_a_model_without_its_split_is_flagged(tmp_path, caplog):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"metadata": {"dataset": "cdda"}}))
+    with caplog.at_level("WARNING", logger="modalign.workflows.suite"):
+        assert read_run_split(tmp_path) == (None, None)
+    assert "trained on cdda but has no split.json" in caplog.text
+
+
 def test_select_benchmarks():
     assert [b.name for b in select_benchmarks(["cdda*"])] == ["cdda-categories", "cdda", "cdda-xstyle"]
     assert len(select_benchmarks(None)) == len(SUITE)

@@ -187,10 +187,16 @@ def _retrieval(model: Any, dataset: AlignedDataset, store: Any, run_split: dict[
 
 def read_run_split(run_dir: Path | None) -> tuple[str | None, dict[str, list[str]] | None]:
     """(the data set name the run was trained on, its split.json) when `run_dir` holds them."""
-    if run_dir is None or not (run_dir / "split.json").is_file():
+    if run_dir is None:
         return None, None
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-    return (config.get("metadata") or {}).get("dataset"), json.loads((run_dir / "split.json").read_text())
+    trained_on = (config.get("metadata") or {}).get("dataset")
+    if not (run_dir / "split.json").is_file():
+        if trained_on is not None:  # e.g. a model saved by the Python API without its split
+            logger.warning("%s: trained on %s but has no split.json: %s is scored on the default split, which "
+                           "may hold items the model trained on", run_dir, trained_on, trained_on)
+        return None, None
+    return trained_on, json.loads((run_dir / "split.json").read_text())
 
 
 def run_suite(model: Any, store: Any, config: SuiteConfig | None = None, run_dir: Path | None = None,
