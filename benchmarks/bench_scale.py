@@ -236,6 +236,8 @@ def run_curve(parts: dict[str, FeatureSet], ctx: dict[str, Any], evaluators: dic
                 if keep and save is not None:
                     model.metadata["dataset"] = ctx["dataset"]
                     model.save_pretrained(save / method)
+                    # with the model, not after the last seed: `eval suite` on it must find its held-out split
+                    write_json(save / method / "split.json", ctx["split_names"])
     return runs
 
 
@@ -372,14 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s for s in sizes if s is None or s < n_train]
     partial = args.out / f"scale_{args.dataset}.partial.json"
     done = json.loads(partial.read_text())["runs"] if args.resume and partial.is_file() else []
-    ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset, "tag": args.tag}
+    ctx = {"towers": towers, "encoders": encoders, "store": store, "dataset": args.dataset, "tag": args.tag,
+           "split_names": {k: [group_names[g] for g in v] for k, v in split.items()}}
     runs = run_curve(parts, ctx, evaluators, sizes, args.seeds, args.methods, done,
                      on_run=lambda rs: write_atomic(partial, {"benchmark": "scale", "runs": rs}),
                      save=args.save_model, save_methods=tuple(args.save_methods), budget_s=args.budget_s)
-    for method in args.save_methods if args.save_model is not None else []:
-        if (args.save_model / method / "config.json").is_file():
-            write_json(args.save_model / method / "split.json",
-                       {k: [group_names[g] for g in v] for k, v in split.items()})
     summary = summarize(runs)
     print_summary(summary)
     chance = {"mean_recall@1": 1 / n_test, "zs_acc1": 1 / evaluators["zs_acc1"].n_classes,

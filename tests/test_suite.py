@@ -17,6 +17,7 @@ from modalign.workflows.suite import (
     read_run_split,
     run_suite,
     select_benchmarks,
+    unseen_rows,
 )
 
 
@@ -71,6 +72,49 @@ def test_test_groups_follow_the_run_split(tiny_run):
     tux = load_dataset("tuxpaint")
     default = held_out_groups(tux, None)  # a set the model never saw: the default split's test part
     assert np.array_equal(default, tux.split({"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)["test"])
+
+
+def test_unseen_rows_leave_out_the_run_train_and_val_items():
+    tux, categories = load_dataset("tuxpaint"), load_dataset("tuxpaint-categories")
+    split = {k: [tux.group_names[g] for g in v] for k, v in tux.split({"train": 0.7, "val": 0.1, "test": 0.2}).items()}
+    kept = {categories.column.ids[r] for r in unseen_rows(categories, tux, split)}
+    group_of = {i: tux.group_names[g] for i, g in zip(tux.column("image").ids, tux.column("image").groups, strict=True)}
+    assert kept and all(group_of.get(i) not in set(split["train"]) | set(split["val"]) for i in kept)
+    assert {i for i in categories.column.ids if group_of.get(i) in set(split["test"])} <= kept
+
+
+def test_zeroshot_on_a_view_of_the_training_set_scores_held_out_items_only(tiny_run, tmp_path):
+    """A run trained on Tux Paint: Tux categories zero-shot scores only stamps outside its train and val."""
+    import json
+    import shutil
+
+    from modalign.model import AlignedModel
+
+    run_dir, store = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    config["metadata"]["dataset"] = "tuxpaint"
+    (run / "config.json").write_text(json.dumps(config))
+    tux = load_dataset("tuxpaint")
+    held = tux.group_names[:9]  # nine stamps held out, every other one "trained on"
+    (run / "split.json").write_text(json.dumps({"train": tux.group_names[9:], "val": [], "test": held}))
+    categories = load_dataset("tuxpaint-categories")
+    held_items = [i for i in categories.column.ids if i in set(held) or i not in set(tux.group_names)]
+    result = run_suite(AlignedModel.from_pretrained(run), store, SuiteConfig(benchmarks=["tuxpaint-categories"]),
+                       run_dir=run, progress=False)
+    tux_zs = result.results["tuxpaint-categories"]
+    assert tux_zs["n_images"] == len(held_items) and 0 < len(held_items) < 20
+    assert tux_zs["n_seen_left_out"] == len(categories) - len(held_items)
+
+
+def test_a_model_without_its_split_is_flagged(tmp_path, caplog):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"metadata": {"dataset": "cdda"}}))
+    with caplog.at_level("WARNING", logger="modalign.workflows.suite"):
+        assert read_run_split(tmp_path) == (None, None)
+    assert "trained on cdda but has no split.json" in caplog.text
 
 
 def test_select_benchmarks():

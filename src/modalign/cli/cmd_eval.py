@@ -66,8 +66,10 @@ def _add_suite(evsub: argparse._SubParsersAction) -> None:
     s = evsub.add_parser("suite", help="every installed built-in benchmark: zero-shot and test-split retrieval",
                          description="Zero-shot classification on every installed labelled built-in set (Tux, "
                                      "Fashion-MNIST, digits, Open Clip Art, Iconify, CDDA categories, KGeography "
-                                     "flags) and retrieval on each paired set's test split (the run's own split "
-                                     "when it was trained on that set; cdda-xstyle: tile sets never trained on). "
+                                     "flags; a view of the run's training set without its train and val items) "
+                                     "and retrieval on each paired set's test split (the run's own split when it "
+                                     "was trained on that set; cdda-xstyle: the CDDA tile sets Cuteclysm and "
+                                     "HitButton_iso). "
                                      "A set whose package is missing is listed with its install command. "
                                      "Prints one table, writes flat JSON per data set and a bar plot.")
     s.add_argument("model", type=Path, help="run folder or saved model folder")

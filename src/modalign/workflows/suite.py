@@ -7,7 +7,9 @@ Zero-shot (acc1, acc5, mean_per_class_recall) on a class-balanced sample of at m
 each labelled set; retrieval (image_retrieval_recall@k, text_retrieval_recall@k, mean_recall@1) on a
 sample of at most `max_groups` groups of each paired set's test split. The test split is the run's own
 (split.json) when the model was trained on that data set, else the split `modalign train` makes by
-default (train/val/test 0.7/0.1/0.2, seed 0), so held-out numbers stay held out. `cdda-xstyle` scores the
+default (train/val/test 0.7/0.1/0.2, seed 0), so held-out numbers stay held out. Zero-shot likewise
+leaves out the items of the run's train and val groups when the labelled set is a view of the paired
+set the model was trained on (Tux categories of a Tux-trained model; counted in `n_seen_left_out`). `cdda-xstyle` scores the
 CDDA test items drawn in tile sets held out of `cdda-train` (see data/cdda.py): a style never seen.
 Metric names follow CLIP_benchmark; everything is flat per data set.
 """
@@ -40,6 +42,7 @@ class Benchmark:
     name: str  # the row of the table and the key in the JSON
     task: Task
     spec: str  # the data set spec
+    pairs: str | None = None  # zero-shot: the paired set whose image ids the labelled items are (its groups)
     templates: tuple[str, ...] = ("a photo of a {c}.", "a picture of a {c}.", "an image of a {c}.",
                                   "a drawing of a {c}.", "a {c}.")  # zero-shot prompts
 
@@ -51,18 +54,18 @@ def _prompts(*templates: str) -> tuple[str, ...]:
 CLIPART = _prompts("a drawing of a {c}.", "a cartoon {c}.", "a clip art of a {c}.", "an illustration of a {c}.",
                    "a {c}.")
 SUITE: tuple[Benchmark, ...] = (
-    Benchmark("tuxpaint-categories", "zeroshot", "tuxpaint-categories", CLIPART),
-    Benchmark("fashion-mnist", "zeroshot", "fashion-mnist:test",
+    Benchmark("tuxpaint-categories", "zeroshot", "tuxpaint-categories", "tuxpaint", CLIPART),
+    Benchmark("fashion-mnist", "zeroshot", "fashion-mnist:test", None,
               _prompts("a photo of a {c}.", "a black and white photo of a {c}.", "a low resolution photo of a {c}.",
                        "a product photo of a {c}.", "a {c}, an item of clothing.")),
-    Benchmark("digits", "zeroshot", "digits",
+    Benchmark("digits", "zeroshot", "digits", None,
               _prompts("a photo of the number {c}.", "a handwritten {c}.", "the digit {c}.", "a drawing of a {c}.")),
-    Benchmark("openclipart-categories", "zeroshot", "openclipart-categories", CLIPART),
-    Benchmark("iconify-categories", "zeroshot", "iconify-categories",
+    Benchmark("openclipart-categories", "zeroshot", "openclipart-categories", "openclipart", CLIPART),
+    Benchmark("iconify-categories", "zeroshot", "iconify-categories", "iconify",
               _prompts("an icon of {c}.", "a {c} icon.", "a black and white icon about {c}.", "{c}.")),
-    Benchmark("cdda-categories", "zeroshot", "cdda-categories",
+    Benchmark("cdda-categories", "zeroshot", "cdda-categories", "cdda",
               _prompts("a pixel art sprite of {c}.", "a game sprite of {c}.", "a drawing of {c}.", "{c}.")),
-    Benchmark("kgeography-flags", "zeroshot", "kgeography-flags",
+    Benchmark("kgeography-flags", "zeroshot", "kgeography-flags", "kgeography",
               _prompts("the flag of {c}.", "a flag of {c}.", "{c}.")),
     Benchmark("tuxpaint", "retrieval", "tuxpaint"),
     Benchmark("openclipart", "retrieval", "openclipart"),
@@ -111,6 +114,36 @@ def held_out_groups(dataset: AlignedDataset, run_split: dict[str, list[str]] | N
     return dataset.split(DEFAULT_SPLIT, seed=DEFAULT_SPLIT_SEED)["test"]
 
 
+def unseen_rows(labelled: LabelledDataset, paired: AlignedDataset, run_split: dict[str, list[str]]) -> np.ndarray:
+    """Rows of `labelled` whose item is in none of the run's train or val groups of `paired` (the labelled
+    items are `paired`'s images, by id); items `paired` lacks were never trained on and stay."""
+    seen = set(run_split.get("train", [])) | set(run_split.get("val", []))
+    image = paired.column("image")
+    seen_ids = {i for i, g in zip(image.ids, image.groups, strict=True) if paired.group_names[g] in seen}
+    return np.asarray([r for r, i in enumerate(labelled.column.ids) if i not in seen_ids], dtype=np.int64)
+
+
+def _unseen(dataset: LabelledDataset, bench: Benchmark, trained_on: str | None,
+            run_split: dict[str, list[str]] | None) -> tuple[LabelledDataset, int]:
+    """The labelled set without the items the run trained or validated on, and how many were left out."""
+    from modalign.data.registry import load_pairs_dataset
+
+    if run_split is None or trained_on is None or bench.pairs is None:
+        return dataset, 0
+    try:
+        paired = load_pairs_dataset(bench.pairs)
+    except MissingDataError:  # then the model cannot have been trained on it here either
+        return dataset, 0
+    if paired.name != trained_on:
+        return dataset, 0
+    rows = unseen_rows(dataset, paired, run_split)
+    if len(rows) == 0:
+        raise ConfigError(f"{bench.name}: every item was used to train or validate the model")
+    kept = LabelledDataset(dataset.name, dataset.column.take(rows), dataset.labels[rows], dataset.classnames,
+                           dataset.root)
+    return kept, len(dataset) - len(rows)
+
+
 def _sample(n_or_rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or len(n_or_rows) <= limit:
         return np.sort(n_or_rows)
@@ -154,10 +187,16 @@ def _retrieval(model: Any, dataset: AlignedDataset, store: Any, run_split: dict[
 
 def read_run_split(run_dir: Path | None) -> tuple[str | None, dict[str, list[str]] | None]:
     """(the data set name the run was trained on, its split.json) when `run_dir` holds them."""
-    if run_dir is None or not (run_dir / "split.json").is_file():
+    if run_dir is None:
         return None, None
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-    return (config.get("metadata") or {}).get("dataset"), json.loads((run_dir / "split.json").read_text())
+    trained_on = (config.get("metadata") or {}).get("dataset")
+    if not (run_dir / "split.json").is_file():
+        if trained_on is not None:  # e.g. a model saved by the Python API without its split
+            logger.warning("%s: trained on %s but has no split.json: %s is scored on the default split, which "
+                           "may hold items the model trained on", run_dir, trained_on, trained_on)
+        return None, None
+    return trained_on, json.loads((run_dir / "split.json").read_text())
 
 
 def run_suite(model: Any, store: Any, config: SuiteConfig | None = None, run_dir: Path | None = None,
@@ -178,7 +217,8 @@ def run_suite(model: Any, store: Any, config: SuiteConfig | None = None, run_dir
             logger.info("suite: %s skipped (%s)", bench.name, e)
             continue
         if isinstance(dataset, LabelledDataset):
-            metrics = _zeroshot(model, dataset, store, bench, config, progress)
+            dataset, n_seen = _unseen(dataset, bench, trained_on, run_split)
+            metrics = {**_zeroshot(model, dataset, store, bench, config, progress), "n_seen_left_out": float(n_seen)}
         else:
             split = run_split if trained_on is not None and trained_on == dataset.name else None
             metrics = _retrieval(model, dataset, store, split, config, progress)
