@@ -160,7 +160,7 @@ def _weights(parts: list[str], fitted: Mapping[str, Maps], val_scores: Mapping[s
              val: FeatureSet | None, a: str, b: str, acfg: AutoConfig,
              ) -> tuple[dict[str, float], list[str], dict[str, float]]:
     """({part: weight} of the parts kept, why, each weighting's validation score): step 7, else 8."""
-    n_val = 0 if val is None else len(paired_rows(val, a, b)[0])  # (image, caption) pairs, as n_pairs counts
+    n_val = 0 if val is None else len(val.all_pairs(a, b)[0])  # (image, caption) pairs, as n_pairs counts
     if len(parts) > 1 and val is not None and n_val >= acfg.select_min_val:
         outputs = {m: [fitted[p][m].project(val.features[m]).float() for p in parts] for m in (a, b)}
         best, scores = select_weights(outputs[a], outputs[b], val.groups[a], val.groups[b], acfg.weight_grid)
