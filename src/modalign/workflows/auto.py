@@ -70,7 +70,7 @@ class AutoConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))  # part -> ensemble weight
     use_bridge: bool = True  # False: kernel CCA alone even where a label head exists
     kcca_max_pairs: int = 200_000  # above this, kernel CCA is fitted on a random subset (fit cost O(P m^2))
-    mlp_min_pairs: int | None = 5000  # from this many pairs on, the trained MLP joins the ensemble (None: never)
+    mlp_min_pairs: int | None = 1000  # from this many pairs on, the trained MLP joins the ensemble (None: never)
     select_min_val: int = 1000  # with this many validation pairs, the parts' weights are chosen on validation
     select_max_val: int = 5000  # validation is scored on at most this many groups (a seeded subset: cost)
     weight_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0])  # per part; 0 drops it
@@ -217,5 +217,5 @@ def _fit_parts(parts: list[str], towers: Mapping[str, TowerConfig], train: Featu
 
 
 register_method("auto", "the default: label bridge (+) kernel CCA where the image encoder has a classifier head, "
-                "else kernel CCA; from 5,000 pairs the trained MLP joins, weights chosen on a large validation "
+                "else kernel CCA; from 1,000 pairs the trained MLP joins, weights chosen on a large validation "
                 "split (see modalign.workflows.auto)")(fit_auto)
