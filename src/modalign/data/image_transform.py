@@ -87,24 +87,24 @@ class ImageDecoder:
     raw: bool = False  # True: (S, S, 3) uint8, not normalised (a quarter of the bytes to stack and pickle)
 
     def __call__(self, item: object) -> np.ndarray:
-        if self.cache is None or not isinstance(item, str | os.PathLike):
+        folder = self._folder
+        if folder is None or not isinstance(item, str | os.PathLike):
             pixels = np.asarray(self.transform.resize_image(load_image(item)))
         else:
             path = Path(item)
-            pixels = cached_pixels(self._folder, path,
+            pixels = cached_pixels(folder, path,
                                    lambda data: np.asarray(self.transform.resize_image(image_from_file_bytes(data, path.name))))
         return pixels if self.raw else self.transform.normalise(pixels)
 
     @cached_property
-    def _folder(self) -> Path:
-        """The cache folder of these resize settings (hashed once per decoder, not per item)."""
-        assert self.cache is not None
-        return settings_folder(self.cache, self.transform.resize_settings())
+    def _folder(self) -> Path | None:
+        """The cache folder of these resize settings (hashed once per decoder, not per item); None: no cache."""
+        return None if self.cache is None else settings_folder(self.cache, self.transform.resize_settings())
 
     def is_cached(self, item: object) -> bool:
         """True when `item` is a file whose resized pixels the cache holds: loading it is a file read."""
-        return (self.cache is not None and isinstance(item, str | os.PathLike)
-                and is_cached(self._folder, Path(item)))
+        folder = self._folder
+        return folder is not None and isinstance(item, str | os.PathLike) and is_cached(folder, Path(item))
 
 
 def image_decoder(transform: ImageTransform, raw: bool = False) -> ImageDecoder:
