@@ -85,8 +85,7 @@ def subset(fs: FeatureSet, fraction: float, seed: int) -> FeatureSet:
     """The items of a random `fraction` of the shared groups (at least 2)."""
     groups = fs.shared_groups().numpy()
     keep = np.sort(np.random.default_rng(seed).permutation(groups)[: max(2, round(fraction * len(groups)))])
-    rows = {m: np.isin(g.numpy(), keep) for m, g in fs.groups.items()}
-    return FeatureSet({m: x[rows[m]] for m, x in fs.features.items()}, {m: g[rows[m]] for m, g in fs.groups.items()})
+    return fs.take_groups(keep)
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -136,11 +136,6 @@ def split_groups(n_groups: int, seed: int = 0) -> dict[str, np.ndarray]:
             "test": np.sort(perm[n_train + n_val:])}
 
 
-def take(fs: FeatureSet, keep: np.ndarray) -> FeatureSet:
-    rows = {m: np.isin(g.numpy(), keep) for m, g in fs.groups.items()}
-    return FeatureSet({m: x[rows[m]] for m, x in fs.features.items()}, {m: g[rows[m]] for m, g in fs.groups.items()})
-
-
 def subset_pairs(fs: FeatureSet, n_pairs: int, seed: int) -> FeatureSet:
     """The items of random groups holding about `n_pairs` images, each with its caption(s) (whole groups,
     in a seeded order): a CDDA item's caption goes with its sprite in every tile set."""
@@ -148,7 +143,7 @@ def subset_pairs(fs: FeatureSet, n_pairs: int, seed: int) -> FeatureSet:
     perm = np.random.default_rng(seed).permutation(groups)
     counts = np.bincount(fs.groups["image"].numpy(), minlength=int(groups.max()) + 1)[perm]
     n_groups = int(np.searchsorted(np.cumsum(counts), n_pairs) + 1)
-    return take(fs, np.sort(perm[:n_groups]))
+    return fs.take_groups(np.sort(perm[:n_groups]))
 
 
 def zero_shot_evaluators(test: FeatureSet, labels: np.ndarray, classnames: list[str], templates: list[str],
@@ -361,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
               for m, e in encoders.items()}
     full, labels, classnames, facts, group_names = load_collection(store, encoders, args.dataset, args.sets)
     split = split_groups(len(labels))
-    parts = {k: take(full, v) for k, v in split.items()}
+    parts = {k: full.take_groups(v) for k, v in split.items()}
     read_s = sum(f["read_seconds"] for f in facts)
     n_train, n_test = len(parts["train"].features["image"]), len(parts["test"].features["image"])
     print(f"{len(facts)} part(s), {len(full.features['image'])} images, {len(labels)} groups -> train "

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import machine_info, print_header, write_json
-from bench_scale import load_collection, split_groups, take
+from bench_scale import load_collection, split_groups
 
 from modalign.align.trainer import TrainConfig
 from modalign.data.column import Column
@@ -114,7 +114,7 @@ def time_train(full: Any, labels: np.ndarray, encoders: dict[str, Any], store: E
     towers = {m: TowerConfig(m, e.spec, FINAL_LAYER, e.layer_info(FINAL_LAYER).dim, e.fingerprint())
               for m, e in encoders.items()}
     split = split_groups(len(labels))
-    train, val = take(full, split["train"]), take(full, split["val"])
+    train, val = full.take_groups(split["train"]), full.take_groups(split["val"])
     n = len(train.features["image"])
     out: dict[str, Any] = {"n_train_pairs": n, "n_val": len(val.features["image"])}
     cfg = TrainConfig(seed=0, epochs=epochs, patience=0)

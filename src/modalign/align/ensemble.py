@@ -165,8 +165,8 @@ def select_weights(outputs_a: Sequence[torch.Tensor], outputs_b: Sequence[torch.
     ub = [F.normalize(o.float(), dim=-1) for o in outputs_b]
     a_to_b = _recall_at_1(ua, ub, groups_a, groups_b, combos, block)  # (n_combos,)
     b_to_a = _recall_at_1(ub, ua, groups_b, groups_a, combos, block)
-    scores = {_label(w): 0.5 * float(x + y) for w, x, y in zip(combos, a_to_b, b_to_a, strict=True)}
-    best = max(combos, key=lambda w: scores[_label(w)])  # max keeps the first of equal scores
+    scores = {weight_label(w): 0.5 * float(x + y) for w, x, y in zip(combos, a_to_b, b_to_a, strict=True)}
+    best = max(combos, key=lambda w: scores[weight_label(w)])  # max keeps the first of equal scores
     return best, scores
 
 
@@ -191,5 +191,6 @@ def _recall_at_1(queries: Sequence[torch.Tensor], candidates: Sequence[torch.Ten
     return found / n_queries
 
 
-def _label(weights: Sequence[float]) -> str:
+def weight_label(weights: Sequence[float]) -> str:
+    """The key of a weighting in select_weights' scores, e.g. "1,0.5,0"."""
     return ",".join(f"{x:g}" for x in weights)

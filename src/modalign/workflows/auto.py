@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modalign.align.ensemble import select_weights
+from modalign.align.ensemble import select_weights, weight_label
 from modalign.align.features import FeatureSet
 from modalign.align.kernel_cca import KernelCCAConfig
 from modalign.align.label_bridge import BridgeConfig
@@ -138,15 +138,14 @@ def fit_auto(towers: Mapping[str, TowerConfig], train: FeatureSet, val: FeatureS
         logger.info("auto: %s", r)
     fitted, extra = _fit_parts(parts, towers, train, val, cfg, acfg, encoders, store, **kwargs)
     val = val_subset(val, acfg.select_max_val) if val is not None else None
-    val_scores = {name: val_recall(m, val, a, b) for name, m in fitted.items()}
-    weights, why, weight_scores = _weights(parts, fitted, val_scores, val, a, b, acfg)
+    weights, why, weight_scores, val_scores = _weights(parts, fitted, val, a, b, acfg)
     reasons += why
     for r in why:
         logger.info("auto: %s", r)
-    parts = list(weights)
-    maps = fitted[parts[0]] if len(parts) == 1 else ensemble_maps([fitted[p] for p in parts], list(weights.values()))
-    choice = "+".join(parts)
-    if len(parts) > 1:
+    kept = list(weights)
+    maps = fitted[kept[0]] if len(kept) == 1 else ensemble_maps([fitted[p] for p in kept], list(weights.values()))
+    choice = "+".join(kept)
+    if len(kept) > 1 and choice not in val_scores:
         val_scores[choice] = val_recall(maps, val, a, b)
     info = {"choice": choice, "weights": weights, "reasons": reasons, "n_pairs": n_pairs, "config": asdict(acfg),
             "val_mean_recall@1": val_scores, **({"weight_scores": weight_scores} if weight_scores else {})}
@@ -156,25 +155,32 @@ def fit_auto(towers: Mapping[str, TowerConfig], train: FeatureSet, val: FeatureS
     return model_from_maps(towers, maps, {"method": "auto", "auto": info}), {**info, **extra}
 
 
-def _weights(parts: list[str], fitted: Mapping[str, Maps], val_scores: Mapping[str, float | None],
-             val: FeatureSet | None, a: str, b: str, acfg: AutoConfig,
-             ) -> tuple[dict[str, float], list[str], dict[str, float]]:
-    """({part: weight} of the parts kept, why, each weighting's validation score): step 7, else 8."""
+def _weights(parts: list[str], fitted: Mapping[str, Maps], val: FeatureSet | None, a: str, b: str,
+             acfg: AutoConfig) -> tuple[dict[str, float], list[str], dict[str, float], dict[str, float | None]]:
+    """({part: weight} of the parts kept, why, each weighting's validation score, the validation mean R@1 of
+    each part (and of the chosen ensemble where it was scored)): step 7, else 8."""
     n_val = 0 if val is None else len(val.all_pairs(a, b)[0])  # (image, caption) pairs, as n_pairs counts
     if len(parts) > 1 and val is not None and n_val >= acfg.select_min_val:
         outputs = {m: [fitted[p][m].project(val.features[m]).float() for p in parts] for m in (a, b)}
         best, scores = select_weights(outputs[a], outputs[b], val.groups[a], val.groups[b], acfg.weight_grid)
         weights = {p: w for p, w in zip(parts, best, strict=True) if w > 0}
+        # each part alone is one of the weightings scored: no second pass over validation
+        alone = {p: weight_label([1.0 if q == p else 0.0 for q in parts]) for p in parts}  # absent without 0
+        val_scores: dict[str, float | None] = {
+            p: scores[alone[p]] if alone[p] in scores else val_recall(fitted[p], val, a, b) for p in parts}
+        val_scores["+".join(weights)] = scores[weight_label(best)]
         why = (f"weights chosen on {n_val} validation pairs ({len(scores)} weightings of {', '.join(parts)}): "
                + ", ".join(f"{p} {w:g}" for p, w in weights.items())
-               + f" (validation mean R@1 {scores[','.join(f'{w:g}' for w in best)]:.3f})")
-        return weights, [why], scores
+               + f" (validation mean R@1 {scores[weight_label(best)]:.3f})")
+        return weights, [why], scores, val_scores
+    val_scores = {name: val_recall(m, val, a, b) for name, m in fitted.items()}
     weights = {p: acfg.weights.get(p, 1.0) for p in parts}
     weak = _weak_part(val_scores, val, a, b, acfg)
     if weak:
         weights.pop(weak[0])
-        return weights, [weak[1]], {}
-    return weights, ["weights " + ", ".join(f"{p} {w:g}" for p, w in weights.items())] if len(weights) > 1 else [], {}
+        return weights, [weak[1]], {}, val_scores
+    said = ["weights " + ", ".join(f"{p} {w:g}" for p, w in weights.items())] if len(weights) > 1 else []
+    return weights, said, {}, val_scores
 
 
 def _weak_part(val_scores: Mapping[str, float | None], val: FeatureSet | None, a: str, b: str,
